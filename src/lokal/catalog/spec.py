@@ -32,8 +32,10 @@ class Variant(BaseModel):
     url: str | None = None  # direct download URL; overrides repo/file
     path: str | None = None  # a local file or folder the user brought (model add / synth)
     size_bytes: int | None = None
+    size_exact: bool = False  # size_bytes is the artifact's exact length (checked after download)
     sha256: str | None = None
     quant: str | None = None
+    gpu_layers: int | None = None  # llama.cpp n_gpu_layers; -1 = all; None = engine default for the device
     base_url: str | None = None  # remote engine: OpenAI-compatible upstream, e.g. http://gpu-box:8000/v1
     api_key_env: str | None = None  # remote engine: env var holding the key
     upstream_model: str | None = None  # remote engine: model name at the upstream
@@ -44,6 +46,23 @@ class Variant(BaseModel):
         if not is_safe_name(v):
             raise ValueError(f"variant id {v!r} must be letters, digits, '.', '_', '-' (and ':version')")
         return v
+
+    @field_validator("file")
+    @classmethod
+    def _safe_file(cls, v: str | None) -> str | None:
+        # The file name becomes part of a cache path; a ".." segment or an absolute path would escape it.
+        if v is not None and (
+            v.startswith("/") or "\\" in v or any(p in ("", ".", "..") for p in v.split("/"))
+        ):
+            raise ValueError(f"file {v!r} must be a relative path inside the repo without '..' segments")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_sha(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("sha256 must be 64 hex characters")
+        return v.lower() if v else v
 
     @property
     def name(self) -> str:

@@ -14,6 +14,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """lokal: local models behind an OpenAI-compatible API (default http://127.0.0.1:5273/v1)."""
+
+
 # (verb, module, help). A module is either a group (`app`) or a single command (`command`).
 _GROUPS: list[tuple[str, str, str]] = [
     ("serve", "lokal.cli.serve", "Start the OpenAI-compatible server."),

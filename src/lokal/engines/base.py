@@ -35,7 +35,7 @@ class GenerationRequest:
 
     messages: Sequence[ChatMessage] | None = None
     prompt: str | None = None
-    max_tokens: int = 256
+    max_tokens: int | None = None  # None: up to the end of the context window
     temperature: float = 0.8
     top_p: float = 0.95
     stop: Sequence[str] = ()

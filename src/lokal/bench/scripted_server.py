@@ -1,0 +1,244 @@
+"""A scripted OpenAI-compatible server with known timing, to prove the bench's numbers and measure its overhead.
+
+It waits exactly `ttft_s` before the first token and `itl_s` between tokens (against absolute deadlines, so
+sleep error does not accumulate), sends one token per SSE chunk, counts prompt tokens as whitespace-separated
+words, and records what a load test needs checked: arrival times and the most requests in flight at once.
+
+    with ScriptedServer(Script(ttft_s=0.05, itl_s=0.01, tokens=20)) as srv:
+        run_bench(BenchConfig(models=[ModelEntry(name="m")], endpoint=srv.base_url))
+
+Run standalone (for benchmarks in a separate process): `python -m lokal.bench.scripted_server --port 8011`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    ttft_s: float = 0.0  # from the request's arrival (after any capacity queue) to the first token
+    itl_s: float = 0.0
+    tokens: int = 16  # capped by the request's max_tokens
+    reply: str | None = None  # fixed text, one word per token; otherwise "w0 w1 ..."
+    usage: bool = True  # honour stream_options.include_usage
+    logprob: float | None = None  # per-token logprob to report when the request asks for logprobs
+    status: int = 200  # answer every request with this HTTP error instead
+    memory_bytes: int = 100_000_000  # what /lokal/ps reports for this model
+    load_seconds: float = 0.5
+
+
+@dataclass(slots=True)
+class ServerStats:
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    arrivals: list[float] = field(default_factory=list)  # perf_counter at arrival, in arrival order
+    models: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.requests = self.in_flight = self.max_in_flight = 0
+        self.arrivals.clear()
+        self.models.clear()
+        self.bodies.clear()
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+
+
+def _words(script: Script, n: int) -> list[str]:
+    if script.reply is not None:
+        words = script.reply.split(" ")
+        return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)][:n]
+    return [f"w{i} " for i in range(n)]
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": "invalid_request_error", "param": "model", "code": code}},
+        status_code=status,
+    )
+
+
+def build_app(
+    scripts: dict[str, Script] | None = None,
+    *,
+    default: Script | None = None,
+    max_parallel: int | None = None,
+    serve_ps: bool = False,
+    stats: ServerStats | None = None,
+) -> tuple[Starlette, ServerStats]:
+    """`scripts` maps model names to behaviour; other names get `default`, or 404 when `default` is None."""
+    scripts = dict(scripts or {})
+    st = stats or ServerStats()
+    capacity = asyncio.Semaphore(max_parallel) if max_parallel else None
+
+    def lookup(model: str) -> Script | None:
+        return scripts.get(model, default)
+
+    async def chat(request: Request) -> Response:
+        arrived = time.perf_counter()
+        body = await request.json()
+        st.requests += 1
+        st.arrivals.append(arrived)
+        st.models.append(str(body.get("model")))
+        st.bodies.append(body)
+        script = lookup(str(body.get("model")))
+        if script is None:
+            return _error(404, f"model {body.get('model')!r} not found", "model_not_found")
+        if script.status != 200:
+            return _error(script.status, "scripted failure", "scripted")
+        n = min(script.tokens, int(body.get("max_tokens") or script.tokens))
+        words = _words(script, n)
+        usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words),
+                 "total_tokens": _prompt_tokens(body) + len(words)}
+        want_logprobs = bool(body.get("logprobs")) and script.logprob is not None
+        created = int(time.time())
+
+        async def wait_until(t: float) -> None:
+            delay = t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+        async def generate() -> AsyncIterator[bytes]:
+            # Counted in flight from arrival to last byte, including time queued for capacity.
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            try:
+                if capacity is not None:
+                    await capacity.acquire()
+                try:
+                    start = time.perf_counter()
+                    for i, word in enumerate(words):
+                        await wait_until(start + script.ttft_s + i * script.itl_s)
+                        choice: dict[str, Any] = {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                        if want_logprobs:
+                            choice["logprobs"] = {"content": [{"token": word, "logprob": script.logprob}]}
+                        yield _sse({"id": "cmpl-1", "object": "chat.completion.chunk", "created": created,
+                                    "model": body["model"], "choices": [choice]})
+                    yield _sse({"id": "cmpl-1", "object": "chat.completion.chunk", "created": created,
+                                "model": body["model"],
+                                "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+                    if script.usage and (body.get("stream_options") or {}).get("include_usage"):
+                        yield _sse({"id": "cmpl-1", "object": "chat.completion.chunk", "created": created,
+                                    "model": body["model"], "choices": [], "usage": usage})
+                    yield b"data: [DONE]\n\n"
+                finally:
+                    if capacity is not None:
+                        capacity.release()
+            finally:
+                st.in_flight -= 1
+
+        if body.get("stream"):
+            return StreamingResponse(generate(), media_type="text/event-stream")
+        text_parts: list[str] = []
+        async for raw in generate():
+            if raw.startswith(b"data: {"):
+                for c in json.loads(raw[6:]).get("choices", []):
+                    text_parts.append(c.get("delta", {}).get("content") or "")
+        message: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": "".join(text_parts)},
+                                   "finish_reason": "length"}
+        if want_logprobs:
+            message["logprobs"] = {"content": [{"token": w, "logprob": script.logprob} for w in words]}
+        payload: dict[str, Any] = {"id": "cmpl-1", "object": "chat.completion", "created": created,
+                                   "model": body["model"], "choices": [message]}
+        if script.usage:
+            payload["usage"] = usage
+        return JSONResponse(payload)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in scripts]})
+
+    async def ps(request: Request) -> Response:
+        return JSONResponse({
+            "server_rss_bytes": 123_456_789,
+            "models": [{"alias": m, "id": f"{m}:1", "memory_bytes": s.memory_bytes, "load_seconds": s.load_seconds,
+                        "ttl_left": 600, "queue_depth": 0} for m, s in scripts.items()],
+        })
+
+    routes = [Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)]
+    if serve_ps:
+        routes.append(Route("/lokal/ps", ps))
+    return Starlette(routes=routes), st
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+class ScriptedServer:
+    """The scripted app served by uvicorn on 127.0.0.1 (ephemeral port) in a background thread."""
+
+    def __init__(
+        self,
+        default: Script | None = None,
+        scripts: dict[str, Script] | None = None,
+        *,
+        max_parallel: int | None = None,
+        serve_ps: bool = False,
+        port: int = 0,
+    ) -> None:
+        self.app, self.stats = build_app(scripts, default=default, max_parallel=max_parallel, serve_ps=serve_ps)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="scripted-openai-server", daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def start(self) -> ScriptedServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("scripted server did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ttft", type=float, default=0.0)
+    ap.add_argument("--itl", type=float, default=0.0)
+    ap.add_argument("--tokens", type=int, default=16)
+    args = ap.parse_args()
+    app, _ = build_app(default=Script(ttft_s=args.ttft, itl_s=args.itl, tokens=args.tokens))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

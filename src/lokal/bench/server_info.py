@@ -1,0 +1,47 @@
+"""Server-side figures when the target is lokal (GET {root}/lokal/ps); `None` for any other endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from lokal.bench.client import BenchClient, api_root
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFigures:
+    server_rss_bytes: int | None
+    memory_bytes: int | None  # the model's own footprint as the server accounts it
+    load_seconds: float | None
+    model_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pick(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    for m in models:
+        if name in (m.get("alias"), m.get("id")):
+            return m
+    for m in models:  # "qwen2.5-0.5b" asked, "qwen2.5-0.5b-instruct-...:1" loaded
+        if str(m.get("id", "")).startswith(name):
+            return m
+    return None
+
+
+async def fetch_server_figures(client: BenchClient, endpoint: str, model: str) -> ServerFigures | None:
+    try:
+        data = await client.get_json(f"{api_root(endpoint)}/lokal/ps")
+    except (httpx.HTTPError, ValueError):
+        return None  # not lokal, or an older lokal: report without server figures
+    if not isinstance(data, dict):
+        return None
+    entry = _pick(list(data.get("models") or []), model)
+    return ServerFigures(
+        server_rss_bytes=data.get("server_rss_bytes"),
+        memory_bytes=entry.get("memory_bytes") if entry else None,
+        load_seconds=entry.get("load_seconds") if entry else None,
+        model_id=entry.get("id") if entry else None,
+    )

@@ -1,0 +1,69 @@
+"""`lokal model synth`: write a random-weight GGUF shaped like a real model and register it, labelled synthetic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lokal.catalog.catalog import Catalog
+from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import Settings
+from lokal.engines.synthetic import ModelShape, shape_for, write_gguf
+
+SYNTH_NOTE = "SYNTHETIC: random weights with the shape of {like}; for capacity planning and benchmarks. Its text is noise."
+
+# The model `lokal serve` falls back to when nothing real can be had offline: small enough to write in a blink.
+DEMO_ALIAS = "lokal-demo-synthetic"
+DEMO_SHAPE = ModelShape(n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=4096, n_ctx=4096)
+
+
+def synth_path(settings: Settings, alias: str, quant: str) -> Path:
+    return settings.models_dir / "synthetic" / alias / f"{alias}-{quant}.gguf"
+
+
+def synthesize(
+    settings: Settings,
+    like: str,
+    quant: str = "q8_0",
+    alias: str | None = None,
+    *,
+    shape: ModelShape | None = None,
+    capabilities: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ModelSpec:
+    """Write the GGUF under LOKAL_HOME/models/synthetic and add it to the user catalog."""
+    shape = shape or shape_for(like)
+    alias = alias or f"{like}-synthetic-{quant}"
+    path = synth_path(settings, alias, quant)
+    write_gguf(path, shape, quant, like=like, progress=progress)
+    spec = ModelSpec(
+        alias=alias,
+        display_name=f"{alias} (synthetic)",
+        publisher="lokal-synthetic",
+        license="none",
+        context_length=min(shape.n_ctx, 8192),
+        parameters_b=round(shape.parameters / 1e9, 3),
+        capabilities=capabilities or ["general"],
+        synthetic=True,
+        description=SYNTH_NOTE.format(like=like),
+        variants=[
+            Variant(
+                id=f"{alias}-cpu:1",
+                device="cpu",
+                engine="llamacpp",
+                path=str(path),
+                quant=quant,
+                size_bytes=path.stat().st_size,
+            )
+        ],
+    )
+    Catalog.load(settings).add_user_model(spec)
+    return spec
+
+
+def ensure_demo(settings: Settings) -> ModelSpec:
+    catalog = Catalog.load(settings)
+    spec = catalog.get(DEMO_ALIAS)
+    if spec is not None and spec.variants[0].path and Path(spec.variants[0].path).exists():
+        return spec
+    return synthesize(settings, "demo", "q8_0", DEMO_ALIAS, shape=DEMO_SHAPE)

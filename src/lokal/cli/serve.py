@@ -1,0 +1,64 @@
+"""`lokal serve`: start the OpenAI-compatible server on Foundry Local's port."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lokal.config import DEFAULT_PORT
+
+console = Console(stderr=True)
+
+
+def command(
+    host: Annotated[str, typer.Option(envvar="LOKAL_HOST", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LOKAL_PORT", help="Port (Foundry Local's default).")] = DEFAULT_PORT,
+    home: Annotated[Path | None, typer.Option(envvar="LOKAL_HOME", help="Models, catalog and traces folder.")] = None,
+    max_loaded: Annotated[int | None, typer.Option(help="Most models loaded at once (LRU eviction).")] = None,
+    memory_budget: Annotated[int | None, typer.Option(help="Memory budget for loaded models, MiB.")] = None,
+    ttl: Annotated[float | None, typer.Option(help="Unload a model after this many idle seconds.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LOKAL_API_KEY", help="Require this Bearer key.")] = None,
+    cors: Annotated[list[str] | None, typer.Option(help="Allowed CORS origin (repeatable).")] = None,
+    model: Annotated[
+        str | None, typer.Option(envvar="LOKAL_DEFAULT_MODEL", help="Model to make ready at start.")
+    ] = None,
+    pull: Annotated[bool, typer.Option(help="Download the default model when it is missing.")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Start the server. With no model available offline it still starts, on a labelled synthetic demo model."""
+    import uvicorn
+
+    overrides = {
+        "LOKAL_HOST": host,
+        "LOKAL_PORT": str(port),
+        "LOKAL_HOME": str(home) if home else None,
+        "LOKAL_MAX_LOADED_MODELS": str(max_loaded) if max_loaded else None,
+        "LOKAL_MEMORY_BUDGET_MB": str(memory_budget) if memory_budget else None,
+        "LOKAL_TTL_SECONDS": str(ttl) if ttl is not None else None,
+        "LOKAL_API_KEY": api_key,
+        "LOKAL_CORS_ORIGINS": _json_list(cors) if cors else None,
+    }
+    for k, v in overrides.items():
+        if v is not None:
+            os.environ[k] = v
+    from lokal.config import get_settings
+    from lokal.server.app import create_app
+    from lokal.server.startup import prepare_default
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    default = prepare_default(settings, model, pull=pull, console=console)
+    app = create_app(settings)
+    app.state.lokal.extras["default_model"] = default
+    console.print(f"[bold green]lokal[/] serving on [bold]{settings.base_url}/v1[/] (LOKAL_HOME={settings.home})")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+
+
+def _json_list(values: list[str]) -> str:
+    import json
+
+    return json.dumps(values)

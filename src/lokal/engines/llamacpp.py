@@ -1,0 +1,211 @@
+"""llama.cpp through llama-cpp-python, in-process: the embedded default engine (GGUF, CPU, GPU offload)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lokal.catalog.spec import ModelSpec, Variant
+from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, Usage
+from lokal.engines.textstream import TextStream
+from lokal.errors import ContextLengthExceeded, EngineError, EngineUnavailable, InvalidRequest
+
+INSTALL_HINT = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir llama-cpp-python==0.3.36'
+    "  (the native build crashes on quantized models on some AVX-512 CPUs)"
+)
+MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # KV cache grows with it; most chats fit
+
+
+def import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise EngineUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
+    return llama_cpp
+
+
+def gguf_kv_bytes(meta: dict[str, str], n_ctx: int) -> int:
+    """f16 KV cache size from GGUF metadata: 2 (K and V) x layers x ctx x kv_heads x head_dim x 2 bytes."""
+    arch = meta.get("general.architecture", "llama")
+    try:
+        layers = int(meta[f"{arch}.block_count"])
+        heads = int(meta[f"{arch}.attention.head_count"])
+        kv = int(meta.get(f"{arch}.attention.head_count_kv", heads))
+        emb = int(meta[f"{arch}.embedding_length"])
+        hd = int(meta.get(f"{arch}.attention.key_length", emb // heads))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return 0
+    return 2 * layers * n_ctx * kv * hd * 2
+
+
+class LlamaCppEngine:
+    def __init__(self, *, n_threads: int | None = None, n_gpu_layers: int = 0, n_ctx: int | None = None) -> None:
+        self.info = EngineInfo()
+        self._n_threads = n_threads
+        self._n_gpu_layers = n_gpu_layers
+        self._n_ctx = n_ctx
+        self._llm: Any = None
+        self._formatter: Callable[..., Any] | None = None
+        self._bos_text = "\0"
+        self._spec: ModelSpec | None = None
+        self._json_grammar: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
+        llama_cpp = import_llama_cpp()
+        if path is None or not path.exists():
+            raise EngineError(f"model file for {variant.id} is missing: {path}")
+        t0 = time.perf_counter()
+        n_ctx = self._n_ctx or min(spec.context_length, MAX_CONTEXT)
+        gpu_layers = self._n_gpu_layers if variant.device == "cpu" else -1
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=self._n_threads,
+                n_gpu_layers=gpu_layers,
+                embedding=spec.task == "embeddings",
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"llama.cpp could not load {path.name}: {exc}") from exc
+        self._spec = spec
+        bos = self._llm.detokenize([self._llm.token_bos()], special=True).decode("utf-8", "replace")
+        self._bos_text = bos or "\0"
+        self._formatter = self._make_formatter(spec)
+        meta = dict(self._llm.metadata)
+        self.info = EngineInfo(
+            memory_bytes=path.stat().st_size + gguf_kv_bytes(meta, n_ctx),
+            load_seconds=time.perf_counter() - t0,
+            context_length=n_ctx,
+            extra={"synthetic": meta.get("lokal.synthetic") == "true", "gpu_layers": gpu_layers},
+        )
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        self._llm = None
+
+    def _make_formatter(self, spec: ModelSpec) -> Callable[..., Any]:
+        """The GGUF's own Jinja chat template when it has one, else the catalog's template family."""
+        from llama_cpp import llama_chat_format as lcf
+
+        llm = self._llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+            bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
+            return lcf.Jinja2ChatFormatter(
+                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[llm.token_eos()]
+            )
+        family = (spec.chat_template or "chatml").replace("-", "_")
+        fmt = getattr(lcf, f"format_{family}", None)
+        if fmt is None:
+            raise EngineError(f"unknown chat template family {spec.chat_template!r} for {spec.alias}")
+        return fmt
+
+    # -- prompts -----------------------------------------------------------------------------------------------
+    def _prompt(self, req: GenerationRequest) -> tuple[list[int], list[str]]:
+        """Token ids of the prompt and the template's own stop strings."""
+        llm = self._llm
+        if req.messages is None:
+            return llm.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False), []
+        result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages])
+        stop = result.stop
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        text = result.prompt
+        # Templates that write the BOS text themselves must not get a second BOS token.
+        add_bos = not text.startswith(self._bos_text)
+        return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True), stops
+
+    def count_tokens(self, req: GenerationRequest) -> int:
+        return len(self._prompt(req)[0])
+
+    def budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """How many tokens may be generated; an explicit request that cannot fit is an error, as at OpenAI."""
+        n_ctx = self.info.context_length
+        if max_tokens is None:
+            if prompt_tokens >= n_ctx:
+                max_tokens = 1  # falls through to the error below
+            else:
+                return n_ctx - prompt_tokens
+        if prompt_tokens + max_tokens > n_ctx:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                "completion). Please reduce the length of the messages or completion.",
+                param="messages",
+            )
+        return max_tokens
+
+    # -- generation --------------------------------------------------------------------------------------------
+    def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
+        llm = self._llm
+        if llm is None:
+            raise EngineError("model is not loaded")
+        if self._spec is not None and self._spec.task == "embeddings":
+            raise InvalidRequest(f"{self._spec.alias} is an embeddings model; use /v1/embeddings")
+        tokens, template_stops = self._prompt(req)
+        max_tokens = self.budget(len(tokens), req.max_tokens)
+        grammar = self._grammar() if req.json_mode else None
+        if req.seed is not None:
+            llm.set_seed(req.seed)
+        stream = TextStream([*req.stop, *template_stops])
+        vocab = llm._model.vocab
+        llama_cpp = import_llama_cpp()
+        n_out = 0
+        finish: str = "length"
+        gen = llm.generate(
+            tokens,
+            top_k=40 if req.temperature > 0 else 1,
+            top_p=req.top_p,
+            min_p=0.05,
+            temp=req.temperature,
+            repeat_penalty=1.0,
+            grammar=grammar,
+        )
+        try:
+            for tok in gen:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if not req.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    finish = "stop"
+                    break
+                n_out += 1
+                delta = stream.feed(llm.detokenize([tok]))
+                if stream.stopped:
+                    finish = "stop"
+                    if delta:
+                        yield GenerationEvent(text=delta)
+                    break
+                if delta:
+                    yield GenerationEvent(text=delta)
+                if n_out >= max_tokens:
+                    break
+        finally:
+            gen.close()
+        tail = stream.flush()
+        if tail:
+            yield GenerationEvent(text=tail)
+        yield GenerationEvent(finish_reason=finish, usage=Usage(len(tokens), n_out))  # type: ignore[arg-type]
+
+    def _grammar(self) -> Any:
+        if self._json_grammar is None:
+            from llama_cpp import llama_grammar
+
+            self._json_grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+        return self._json_grammar
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self._llm is None:
+            raise EngineError("model is not loaded")
+        if self._spec is None or self._spec.task != "embeddings":
+            alias = self._spec.alias if self._spec else "this model"
+            raise InvalidRequest(f"{alias} is not an embeddings model; try all-minilm-l6-v2", param="model")
+        return [list(map(float, self._llm.embed(t))) for t in texts]

@@ -1,0 +1,34 @@
+"""/v1/completions (legacy text completion) request shape."""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+
+from lokal.engines.base import GenerationRequest
+from lokal.protocol.common import SamplingParams
+
+
+class CompletionRequest(SamplingParams):
+    prompt: str | list[str]
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and len(v) != 1:
+            raise ValueError("exactly one prompt per request is supported")
+        return v
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def to_engine(self, max_tokens: int) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=self.prompt_text,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop_list()),
+            seed=self.seed,
+        )

@@ -1,0 +1,242 @@
+"""Intent detection: regex rules (fast baseline), MiniLM nearest examples (semantic), and both combined.
+
+Intent names are capability names: the policy looks for models declaring the detected intent.
+The shipped rules and example utterances live in ``router/data/intents.yaml``; thresholds calibrated by
+``lokal route fit`` live in ``$LOKAL_HOME/router/intents-fit.json`` (else the shipped ``data/fit.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from threading import Lock
+from typing import TYPE_CHECKING, Any, Protocol
+
+import yaml
+
+if TYPE_CHECKING:
+    import numpy as np
+
+GENERAL = "general"
+FIT_FILE = "intents-fit.json"
+
+
+class Encoder(Protocol):
+    def encode(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IntentResult:
+    intent: str
+    confidence: float  # 0..1: how sure the detector is of ``intent``
+    method: str  # "rules" | "semantic" | "combined" | "preset"
+    scores: Mapping[str, float] = field(default_factory=dict)
+    rule_hits: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class IntentSpec:
+    """Rules in priority order (the first intent whose rules match wins) and example utterances."""
+
+    rules: dict[str, list[re.Pattern[str]]]
+    examples: dict[str, list[str]]
+
+    @property
+    def intents(self) -> list[str]:
+        names = list(dict.fromkeys([*self.rules, *self.examples]))
+        return names if GENERAL in names else [*names, GENERAL]
+
+
+def _read_intent_data(data: Mapping[str, Any]) -> IntentSpec:
+    rules: dict[str, list[re.Pattern[str]]] = {}
+    examples: dict[str, list[str]] = {}
+    for name, body in (data.get("intents") or {}).items():
+        rules[name] = [re.compile(p, re.IGNORECASE) for p in (body.get("rules") or [])]
+        examples[name] = [str(x) for x in (body.get("examples") or [])]
+    return IntentSpec(rules=rules, examples=examples)
+
+
+def load_intent_spec(path: Path | None = None) -> IntentSpec:
+    if path is not None:
+        return _read_intent_data(yaml.safe_load(path.read_text(encoding="utf-8")))
+    text = resources.files("lokal.router").joinpath("data/intents.yaml").read_text(encoding="utf-8")
+    return _read_intent_data(yaml.safe_load(text))
+
+
+def shipped_data_path(name: str) -> Path:
+    return Path(str(resources.files("lokal.router").joinpath(f"data/{name}")))
+
+
+class RuleDetector:
+    """Regex rules as in the Foundry Local workshop: fast, transparent, brittle on paraphrases."""
+
+    def __init__(self, spec: IntentSpec) -> None:
+        self.spec = spec
+
+    def hits(self, prompt: str) -> tuple[str, ...]:
+        return tuple(name for name, pats in self.spec.rules.items() if any(p.search(prompt) for p in pats))
+
+    def detect(self, prompt: str) -> IntentResult:
+        hits = self.hits(prompt)
+        if not hits:
+            return IntentResult(GENERAL, 0.5, "rules")
+        # One rule family matching is a strong signal; several at once means the prompt mixes intents.
+        return IntentResult(hits[0], 0.9 if len(hits) == 1 else 0.6, "rules", rule_hits=hits)
+
+
+@dataclass(slots=True)
+class FitParams:
+    """What ``lokal route fit`` learns: per-intent score thresholds and how much a rule hit adds."""
+
+    semantic: dict[str, float] = field(default_factory=dict)
+    combined: dict[str, float] = field(default_factory=dict)
+    rule_bonus: float = 0.1
+    fitted_on: str = ""
+    n_examples: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "semantic": self.semantic,
+                "combined": self.combined,
+                "rule_bonus": self.rule_bonus,
+                "fitted_on": self.fitted_on,
+                "n_examples": self.n_examples,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> FitParams:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            semantic={k: float(v) for k, v in d.get("semantic", {}).items()},
+            combined={k: float(v) for k, v in d.get("combined", {}).items()},
+            rule_bonus=float(d.get("rule_bonus", 0.1)),
+            fitted_on=str(d.get("fitted_on", "")),
+            n_examples=int(d.get("n_examples", 0)),
+        )
+
+    @classmethod
+    def load(cls, home: Path | None) -> FitParams:
+        user = home / "router" / FIT_FILE if home is not None else None
+        if user is not None and user.is_file():
+            return cls.from_file(user)
+        shipped = shipped_data_path("fit.json")
+        return cls.from_file(shipped) if shipped.is_file() else cls()
+
+
+def _softmax_confidence(scores: np.ndarray, top: int, temperature: float = 0.05) -> float:
+    import numpy as np
+
+    z = (scores - scores.max()) / temperature
+    p = np.exp(z)
+    return float(p[top] / p.sum())
+
+
+class SemanticDetector:
+    """Cosine similarity of the prompt to each intent's example utterances (mean of the best k).
+
+    The examples are encoded once; each prompt costs one MiniLM encode, memoised for repeated prompts.
+    """
+
+    def __init__(
+        self,
+        spec: IntentSpec,
+        encoder: Encoder,
+        fit: FitParams | None = None,
+        *,
+        top_k: int = 3,
+        memo_size: int = 2048,
+    ) -> None:
+        import numpy as np
+
+        self.spec = spec
+        self.encoder = encoder
+        self.fit = fit or FitParams()
+        self.top_k = top_k
+        self.intents = [i for i in spec.intents if spec.examples.get(i)]
+        texts: list[str] = []
+        owners: list[int] = []
+        for idx, name in enumerate(self.intents):
+            texts.extend(spec.examples[name])
+            owners.extend([idx] * len(spec.examples[name]))
+        self._texts = texts
+        self._matrix = encoder.encode(texts)
+        self._owners = np.asarray(owners)
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo_size = memo_size
+        self._memo_lock = Lock()
+
+    def embed(self, prompt: str) -> np.ndarray:
+        with self._memo_lock:
+            vec = self._memo.get(prompt)
+            if vec is not None:
+                self._memo.move_to_end(prompt)
+                return vec
+        vec = self.encoder.encode([prompt])[0]
+        with self._memo_lock:
+            self._memo[prompt] = vec
+            if len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
+        return vec
+
+    def scores(self, prompt: str, exclude_identical: bool = False) -> np.ndarray:
+        """Per-intent score, aligned with ``self.intents``."""
+        import numpy as np
+
+        sims = self._matrix @ self.embed(prompt)
+        if exclude_identical:  # calibration must not see a prompt matching itself
+            for i, t in enumerate(self._texts):
+                if t == prompt:
+                    sims[i] = -1.0
+        out = np.empty(len(self.intents), dtype=np.float32)
+        for idx in range(len(self.intents)):
+            s = sims[self._owners == idx]
+            k = min(self.top_k, len(s))
+            out[idx] = np.partition(s, len(s) - k)[len(s) - k :].mean()
+        return out
+
+    def decide(self, scores: np.ndarray, thresholds: Mapping[str, float], method: str) -> IntentResult:
+        top = int(scores.argmax())
+        intent = self.intents[top]
+        conf = _softmax_confidence(scores, top)
+        by_name = {n: round(float(s), 4) for n, s in zip(self.intents, scores, strict=True)}
+        if intent != GENERAL and float(scores[top]) < thresholds.get(intent, 0.0):
+            # Below its calibrated bar the best guess is not trusted: answer as a generalist would.
+            return IntentResult(GENERAL, 1.0 - conf, method, by_name)
+        return IntentResult(intent, conf, method, by_name)
+
+    def detect(self, prompt: str) -> IntentResult:
+        return self.decide(self.scores(prompt), self.fit.semantic, "semantic")
+
+
+class CombinedDetector:
+    """Semantic scores plus a fixed bonus for intents whose rules fire, with their own thresholds."""
+
+    def __init__(self, rules: RuleDetector, semantic: SemanticDetector) -> None:
+        self.rules = rules
+        self.semantic = semantic
+
+    def combined_scores(self, prompt: str, bonus: float, exclude_identical: bool = False) -> np.ndarray:
+        scores = self.semantic.scores(prompt, exclude_identical).copy()
+        hits = self.rules.hits(prompt)
+        for idx, name in enumerate(self.semantic.intents):
+            if name in hits:
+                scores[idx] += bonus
+        return scores
+
+    def detect(self, prompt: str) -> IntentResult:
+        fit = self.semantic.fit
+        res = self.semantic.decide(self.combined_scores(prompt, fit.rule_bonus), fit.combined, "combined")
+        return IntentResult(res.intent, res.confidence, res.method, res.scores, self.rules.hits(prompt))
+
+
+class Detector(Protocol):
+    def detect(self, prompt: str) -> IntentResult: ...

@@ -1,0 +1,174 @@
+"""Which models are loaded: load on first use, unload after TTL, evict least-recently-used for room."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import Settings
+from lokal.engines.base import Engine
+from lokal.errors import InvalidRequest, ModelNotDownloaded, Overloaded
+from lokal.runtime.worker import ModelWorker
+
+log = logging.getLogger("lokal.runtime")
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    spec: ModelSpec
+    variant: Variant
+    engine: Engine
+    worker: ModelWorker
+    ttl: float
+    loaded_at: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    active: int = 0  # requests in flight; a model in use is never evicted
+
+    @property
+    def id(self) -> str:
+        return self.variant.id
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.engine.info.memory_bytes
+
+    def ttl_left(self, now: float | None = None) -> float:
+        return max(0.0, self.ttl - ((now or time.monotonic()) - self.last_used))
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+
+Resolver = Callable[[str], tuple[ModelSpec, Variant]]
+Locator = Callable[[Variant], Path | None]  # local artifact path; None for engines that need none (remote)
+EngineFactory = Callable[[Variant], Engine]
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, resolve: Resolver, locate: Locator, make_engine: EngineFactory) -> None:
+        self.settings = settings
+        self._resolve = resolve
+        self._locate = locate
+        self._make_engine = make_engine
+        self._loaded: dict[str, LoadedModel] = {}  # by variant id
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.on_change: Callable[[], None] = lambda: None
+
+    # -- queries -----------------------------------------------------------------------------------------------
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    def find_loaded(self, name: str) -> LoadedModel | None:
+        spec, variant = self._resolve(name)
+        return self._loaded.get(variant.id)
+
+    # -- loading -----------------------------------------------------------------------------------------------
+    async def get(self, name: str, ttl: float | None = None) -> LoadedModel:
+        spec, variant = self._resolve(name)
+        lm = self._loaded.get(variant.id)
+        if lm is None:
+            lock = self._locks.setdefault(variant.id, asyncio.Lock())
+            async with lock:  # two first requests for one model load it once
+                lm = self._loaded.get(variant.id)
+                if lm is None:
+                    lm = await self._load(spec, variant, ttl)
+        if ttl is not None:
+            lm.ttl = ttl
+        lm.touch()
+        return lm
+
+    async def _load(self, spec: ModelSpec, variant: Variant, ttl: float | None) -> LoadedModel:
+        path = self._locate(variant)
+        if variant.engine != "remote" and path is None:
+            raise ModelNotDownloaded(
+                f"model {spec.alias!r} ({variant.id}) is not downloaded. Run: lokal model download {spec.alias}",
+                param="model",
+            )
+        need = self._estimate(variant, path)
+        await self._make_room(need)
+        engine = self._make_engine(variant)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(engine.load, spec, variant, path)
+        if not engine.info.load_seconds:
+            engine.info.load_seconds = time.perf_counter() - t0
+        worker = ModelWorker(engine, spec.alias, self.settings.queue_size)
+        lm = LoadedModel(spec, variant, engine, worker, ttl if ttl is not None else self.settings.ttl_seconds)
+        self._loaded[variant.id] = lm
+        log.info("loaded %s (%s) in %.2fs", spec.alias, variant.id, engine.info.load_seconds)
+        self.on_change()
+        return lm
+
+    def _estimate(self, variant: Variant, path: Path | None) -> int:
+        if path is None or not path.exists():
+            return 0
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+
+    async def _make_room(self, need_bytes: int) -> None:
+        budget = self.settings.memory_budget_mb * 2**20
+        if need_bytes > budget:
+            raise InvalidRequest(
+                f"model needs about {need_bytes / 2**20:.0f} MiB but the memory budget is "
+                f"{self.settings.memory_budget_mb} MiB (set LOKAL_MEMORY_BUDGET_MB or --memory-budget)",
+                param="model",
+            )
+
+        def over() -> bool:
+            used = sum(m.memory_bytes for m in self._loaded.values())
+            return len(self._loaded) >= self.settings.max_loaded_models or used + need_bytes > budget
+
+        while over():
+            idle = [m for m in self._loaded.values() if m.active == 0]
+            if not idle:
+                raise Overloaded("every loaded model is busy and there is no room for another; retry shortly")
+            victim = min(idle, key=lambda m: m.last_used)
+            log.info("evicting %s (least recently used) to make room", victim.spec.alias)
+            await self._unload(victim)
+
+    # -- unloading ---------------------------------------------------------------------------------------------
+    async def unload(self, name: str, force: bool = False) -> bool:
+        spec, variant = self._resolve(name)
+        lm = self._loaded.get(variant.id)
+        if lm is None:
+            return False
+        if lm.active and not force:
+            raise Overloaded(f"model {spec.alias!r} has {lm.active} requests in flight; use force to unload")
+        await self._unload(lm)
+        return True
+
+    async def _unload(self, lm: LoadedModel) -> None:
+        self._loaded.pop(lm.variant.id, None)
+        await asyncio.to_thread(lm.worker.close)
+        log.info("unloaded %s", lm.spec.alias)
+        self.on_change()
+
+    async def reap_expired(self) -> list[str]:
+        now = time.monotonic()
+        expired = [m for m in self._loaded.values() if m.active == 0 and m.ttl_left(now) <= 0]
+        for m in expired:
+            await self._unload(m)
+        return [m.spec.alias for m in expired]
+
+    async def _reap_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.reap_expired()
+            except Exception:  # the reaper must outlive one bad unload
+                log.exception("TTL reaper failed")
+
+    def start(self, every: float = 1.0) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever(every))
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for lm in list(self._loaded.values()):
+            await self._unload(lm)

@@ -1,0 +1,27 @@
+"""Prometheus metrics, on a registry per app so several servers (tests) can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TPS_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 200, 500, 1000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "lokal_requests", "HTTP API requests", ["endpoint", "model", "status"], registry=r
+        )
+        self.tokens = Counter("lokal_tokens", "Tokens processed", ["model", "direction"], registry=r)
+        self.ttft = Histogram(
+            "lokal_time_to_first_token_seconds", "Time to first token", ["model"], buckets=_TTFT_BUCKETS, registry=r
+        )
+        self.tps = Histogram(
+            "lokal_output_tokens_per_second", "Decode speed per request", ["model"], buckets=_TPS_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("lokal_queue_depth", "Requests queued or running per model", ["model"], registry=r)
+        self.loaded_models = Gauge("lokal_loaded_models", "Models loaded in memory", registry=r)
+        self.model_memory = Gauge("lokal_model_memory_bytes", "Estimated memory per loaded model", ["model"], registry=r)

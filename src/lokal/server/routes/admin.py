@@ -1,0 +1,79 @@
+"""Operational endpoints: health, Prometheus metrics, and lokal's own model control (used by the CLI)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psutil
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from lokal.server.state import AppState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.lokal
+    return state
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    state = _state(request)
+    if not state.ready:
+        return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"status": "ok", "loaded_models": len(state.manager.loaded())})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    m = state.metrics
+    loaded = state.manager.loaded()
+    m.loaded_models.set(len(loaded))
+    for lm in loaded:
+        m.model_memory.labels(lm.spec.alias).set(lm.memory_bytes)
+        m.queue_depth.labels(lm.spec.alias).set(lm.worker.depth)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def ps_payload(state: AppState) -> dict[str, Any]:
+    return {
+        "server_rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
+        "models": [
+            {
+                "alias": lm.spec.alias,
+                "id": lm.id,
+                "engine": lm.variant.engine,
+                "device": lm.variant.device,
+                "synthetic": lm.spec.synthetic,
+                "memory_bytes": lm.memory_bytes,
+                "load_seconds": round(lm.engine.info.load_seconds, 4),
+                "ttl_left": round(lm.ttl_left(), 1),
+                "queue_depth": lm.worker.depth,
+                "active": lm.active,
+                "context_length": lm.engine.info.context_length,
+                **{k: v for k, v in lm.engine.info.extra.items() if isinstance(v, int | float | str | bool)},
+            }
+            for lm in state.manager.loaded()
+        ],
+    }
+
+
+@router.get("/lokal/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    return ps_payload(_state(request))
+
+
+@router.post("/lokal/models/{name}/load")
+async def load(request: Request, name: str, ttl: float | None = None) -> dict[str, Any]:
+    lm = await _state(request).manager.get(name, ttl=ttl)
+    return {"alias": lm.spec.alias, "id": lm.id, "load_seconds": lm.engine.info.load_seconds}
+
+
+@router.post("/lokal/models/{name}/unload")
+async def unload(request: Request, name: str, force: bool = False) -> dict[str, Any]:
+    return {"unloaded": await _state(request).manager.unload(name, force=force)}

@@ -1,0 +1,224 @@
+"""Protocol <-> engine: turns OpenAI requests into engine requests and engine events into OpenAI responses.
+
+Errors travel as LokalError values; the app's handler turns them into OpenAI-shaped JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lokal.engines.base import GenerationEvent, GenerationRequest, Usage
+from lokal.protocol.chat import ChatCompletionRequest
+from lokal.protocol.common import SamplingParams, new_id, now
+from lokal.protocol.completions import CompletionRequest
+from lokal.protocol.embeddings import EmbeddingRequest
+from lokal.runtime.manager import LoadedModel, ModelManager
+from lokal.server.metrics import Metrics
+
+Kind = Literal["chat", "completion"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Non-streamed result, or the primed stream (headers are sent only once the first event is in hand)."""
+
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[str] | None = None
+    model_id: str = ""
+
+
+class Serving:
+    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
+        self.manager = manager
+        self.metrics = metrics
+
+    # -- chat / completions ------------------------------------------------------------------------------------
+    async def chat(self, body: ChatCompletionRequest) -> Outcome:
+        return await self._generate("chat", body, body.to_engine(body.requested_max_tokens))  # type: ignore[arg-type]
+
+    async def completion(self, body: CompletionRequest) -> Outcome:
+        return await self._generate("completion", body, body.to_engine(body.max_tokens))  # type: ignore[arg-type]
+
+    async def _generate(self, kind: Kind, body: SamplingParams, req: GenerationRequest) -> Outcome:
+        lm = await self.manager.get(body.model)
+        lm.active += 1
+        self.metrics.queue_depth.labels(lm.spec.alias).set(lm.worker.depth + 1)
+        t0 = time.perf_counter()
+        events = lm.worker.generate(req)
+        try:
+            first = await anext(events)  # engine errors (context too long, ...) surface here, before any header
+        except BaseException:
+            self._done(lm)
+            raise
+        rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
+        if body.stream:
+            return Outcome(stream=self._sse(kind, rid, lm, body, first, events, t0), model_id=lm.id)
+        return Outcome(body=await self._collect(kind, rid, lm, first, events, t0), model_id=lm.id)
+
+    def _done(self, lm: LoadedModel) -> None:
+        lm.active -= 1
+        lm.touch()
+        self.metrics.queue_depth.labels(lm.spec.alias).set(lm.worker.depth)
+
+    def _observe(self, lm: LoadedModel, usage: Usage | None, t0: float, t_first: float | None) -> None:
+        alias = lm.spec.alias
+        if t_first is not None:
+            self.metrics.ttft.labels(alias).observe(t_first - t0)
+        if usage:
+            self.metrics.tokens.labels(alias, "in").inc(usage.prompt_tokens)
+            self.metrics.tokens.labels(alias, "out").inc(usage.completion_tokens)
+            elapsed = time.perf_counter() - (t_first or t0)
+            if usage.completion_tokens > 1 and elapsed > 0:
+                self.metrics.tps.labels(alias).observe((usage.completion_tokens - 1) / elapsed)
+
+    async def _collect(
+        self,
+        kind: Kind,
+        rid: str,
+        lm: LoadedModel,
+        first: GenerationEvent,
+        events: AsyncIterator[GenerationEvent],
+        t0: float,
+    ) -> dict[str, Any]:
+        parts: list[str] = []
+        last = first
+        t_first: float | None = time.perf_counter() if first.text else None
+        try:
+            parts.append(first.text)
+            async for ev in events:
+                if ev.text and t_first is None:
+                    t_first = time.perf_counter()
+                parts.append(ev.text)
+                last = ev
+        finally:
+            self._done(lm)
+        usage = last.usage or Usage(0, 0)
+        self._observe(lm, usage, t0, t_first)
+        text = "".join(parts)
+        finish = _finish(last.finish_reason)
+        usage_out = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }
+        if kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            obj = "text_completion"
+        return {
+            "id": rid,
+            "object": obj,
+            "created": now(),
+            "model": lm.id,
+            "system_fingerprint": _fingerprint(lm),
+            "choices": [choice],
+            "usage": usage_out,
+        }
+
+    async def _sse(
+        self,
+        kind: Kind,
+        rid: str,
+        lm: LoadedModel,
+        body: SamplingParams,
+        first: GenerationEvent,
+        events: AsyncIterator[GenerationEvent],
+        t0: float,
+    ) -> AsyncIterator[str]:
+        created = now()
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        head = {"id": rid, "object": obj, "created": created, "model": lm.id, "system_fingerprint": _fingerprint(lm)}
+        # Serialise the fixed part once: per-token work stays a string concatenation.
+        prefix = json.dumps(head)[:-1] + ', "choices": [{"index": 0, '
+
+        def chunk(text: str | None, finish: str | None, role: bool = False) -> str:
+            if kind == "chat":
+                delta: dict[str, str] = {}
+                if role:
+                    delta["role"] = "assistant"
+                if text is not None:
+                    delta["content"] = text
+                inner = f'"delta": {json.dumps(delta)}'
+            else:
+                inner = f'"text": {json.dumps(text or "")}'
+            return prefix + inner + f', "logprobs": null, "finish_reason": {json.dumps(finish)}}}]}}'
+
+        t_first: float | None = None
+        last = first
+        try:
+            if kind == "chat":
+                yield chunk("", None, role=True)
+            ev: GenerationEvent | None = first
+            while ev is not None:
+                if ev.text:
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                    yield chunk(ev.text, None)
+                last = ev
+                ev = await anext(events, None)
+            yield chunk(None if kind == "chat" else "", _finish(last.finish_reason))
+            usage = last.usage or Usage(0, 0)
+            self._observe(lm, usage, t0, t_first)
+            if body.include_usage:
+                tail = dict(head, choices=[], usage={
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens,
+                })
+                yield json.dumps(tail)
+            yield "[DONE]"
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # sets the cancel flag when the client left
+            self._done(lm)
+
+    # -- embeddings --------------------------------------------------------------------------------------------
+    async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
+        lm = await self.manager.get(body.model)
+        lm.active += 1
+        try:
+            vectors = await lm.worker.embed(body.texts)
+        finally:
+            self._done(lm)
+        tokens = sum(len(t.split()) for t in body.texts)
+        count = getattr(lm.engine, "count_text_tokens", None)
+        if callable(count):
+            tokens = int(count(body.texts))
+        self.metrics.tokens.labels(lm.spec.alias, "in").inc(tokens)
+        data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+                for i, v in enumerate(vectors)]
+        return {
+            "object": "list",
+            "data": data,
+            "model": lm.id,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+
+def _encode(vec: list[float], fmt: str) -> list[float] | str:
+    if fmt == "float":
+        return vec
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode()
+
+
+def _finish(reason: str | None) -> str:
+    # "cancelled" never reaches a client that is still listening; anything else unknown reads as a stop.
+    return "length" if reason == "length" else "stop"
+
+
+def _fingerprint(lm: LoadedModel) -> str:
+    return f"lokal-{lm.variant.engine}-{lm.variant.id}"

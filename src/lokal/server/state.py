@@ -1,0 +1,88 @@
+"""Everything one running server holds, built once at start-up and shared by the routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import Settings
+from lokal.protocol.chat import ChatCompletionRequest
+from lokal.runtime.manager import ModelManager
+from lokal.server.metrics import Metrics
+from lokal.server.serving import Outcome, Serving
+
+
+class CatalogView(Protocol):
+    def specs(self) -> list[ModelSpec]: ...
+
+    def resolve(self, name: str) -> tuple[ModelSpec, Variant]: ...
+
+    def best_variant(self, spec: ModelSpec) -> Variant: ...
+
+
+class RouterHook(Protocol):
+    """The model router, when installed: claims model names like "auto" in chat requests."""
+
+    def handles(self, model: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+    async def chat(self, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]: ...
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    catalog: CatalogView
+    manager: ModelManager
+    metrics: Metrics
+    serving: Serving
+    locate: Callable[[Variant], Path | None]
+    router: RouterHook | None = None
+    ready: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def is_cached(self, variant: Variant) -> bool:
+        return variant.engine == "remote" or self.locate(variant) is not None
+
+    def _card(self, spec: ModelSpec, variant: Variant) -> dict[str, Any]:
+        loaded = self.manager._loaded.get(variant.id)
+        return {
+            "id": spec.alias,
+            "object": "model",
+            "created": 0,
+            "owned_by": spec.publisher,
+            "lokal": {
+                "variant": variant.id,
+                "engine": variant.engine,
+                "device": variant.device,
+                "task": spec.task,
+                "synthetic": spec.synthetic,
+                "cached": self.is_cached(variant),
+                "loaded": loaded is not None,
+                "context_length": spec.context_length,
+                "capabilities": spec.capabilities,
+                "description": spec.description,
+            },
+        }
+
+    def model_cards(self, include_all: bool = False) -> list[dict[str, Any]]:
+        cards = []
+        for spec in self.catalog.specs():
+            variant = self.catalog.best_variant(spec)
+            if include_all or self.is_cached(variant):
+                cards.append(self._card(spec, variant))
+        if self.router is not None:
+            for name in self.router.names():
+                cards.append({"id": name, "object": "model", "created": 0, "owned_by": "lokal-router",
+                              "lokal": {"router": True, "task": "chat-completion"}})
+        return cards
+
+    def model_card(self, name: str) -> dict[str, Any]:
+        if self.router is not None and self.router.handles(name):
+            return {"id": name, "object": "model", "created": 0, "owned_by": "lokal-router"}
+        spec, variant = self.catalog.resolve(name)
+        return self._card(spec, variant)
