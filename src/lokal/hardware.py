@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import get_args
+from typing import cast, get_args
 
 import psutil
 
@@ -33,7 +33,7 @@ class Gpu:
 class HardwareInfo:
     cpu_count: int
     memory_bytes: int
-    devices: list[str]  # preference order, best first; always ends with "cpu"
+    devices: list[Device]  # preference order, best first; always ends with "cpu"
     gpus: list[Gpu] = field(default_factory=list)
 
 
@@ -42,7 +42,7 @@ def cuda_available() -> bool:
     return _NVIDIA_PROC.exists() or shutil.which("nvidia-smi") is not None
 
 
-def devices(settings: Settings | None = None) -> list[str]:
+def devices(settings: Settings | None = None) -> list[Device]:
     """Devices to try, best first. LOKAL_DEVICE (Settings.device) forces one, with cpu kept as fallback."""
     settings = settings or get_settings()
     forced = (settings.device or "").strip().lower()
@@ -55,7 +55,8 @@ def devices(settings: Settings | None = None) -> list[str]:
                 f"{', '.join(KNOWN_DEVICES)} or 'auto'",
                 param="device",
             )
-        return [forced] if forced == "cpu" else [forced, "cpu"]
+        device = cast(Device, forced)
+        return [device] if device == "cpu" else [device, "cpu"]
     return ["cuda", "cpu"] if cuda_available() else ["cpu"]
 
 

@@ -28,10 +28,14 @@ class TokenCounter(Protocol):
 
 
 def load_tokenizer(name_or_path: str) -> TokenCounter:
-    """A Hugging Face `tokenizers` tokenizer from a tokenizer.json path or a hub name (must be cached offline)."""
+    """A Hugging Face `tokenizers` tokenizer from a tokenizer.json path or a hub name (cached)."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(name_or_path) if Path(name_or_path).is_file() else Tokenizer.from_pretrained(name_or_path)
+    tok = (
+        Tokenizer.from_file(name_or_path)
+        if Path(name_or_path).is_file()
+        else Tokenizer.from_pretrained(name_or_path)
+    )
 
     def count(text: str) -> int:
         return len(tok.encode(text, add_special_tokens=False).ids)
@@ -139,7 +143,10 @@ class BenchClient:
     ) -> RequestRecord:
         t_start = time.perf_counter()
         rec = RequestRecord(
-            model=model, prompt_id=prompt.id, round=round_index, stream=params.stream,
+            model=model,
+            prompt_id=prompt.id,
+            round=round_index,
+            stream=params.stream,
             start_s=t_start - (t0 if t0 is not None else t_start),
         )
         parts: list[str] = []
@@ -147,7 +154,11 @@ class BenchClient:
             async with asyncio.timeout(self.timeout_s):
                 await self._exchange(rec, model, prompt, params, t_start, parts)
         except TimeoutError:
-            rec.ok, rec.error_kind, rec.error = False, "timeout", f"no complete answer within {self.timeout_s:g}s"
+            rec.ok, rec.error_kind, rec.error = (
+                False,
+                "timeout",
+                f"no complete answer within {self.timeout_s:g}s",
+            )
         except httpx.ConnectError as exc:
             rec.ok, rec.error_kind, rec.error = False, "connect", f"cannot connect: {exc}"
         except httpx.HTTPError as exc:
@@ -165,9 +176,17 @@ class BenchClient:
         return rec
 
     async def _exchange(
-        self, rec: RequestRecord, model: str, prompt: Prompt, p: RequestParams, t_start: float, parts: list[str]
+        self,
+        rec: RequestRecord,
+        model: str,
+        prompt: Prompt,
+        p: RequestParams,
+        t_start: float,
+        parts: list[str],
     ) -> None:
-        request = self._http.build_request("POST", self._url, content=json.dumps(self._payload(model, prompt, p)))
+        request = self._http.build_request(
+            "POST", self._url, content=json.dumps(self._payload(model, prompt, p))
+        )
         t_prepared = time.perf_counter()
         rec.phase_prepare_s = t_prepared - t_start
         resp = await self._http.send(request, stream=True)
@@ -230,7 +249,9 @@ class BenchClient:
                     rec.finish_reason = choice["finish_reason"]
                 lp = choice.get("logprobs")
                 if lp and lp.get("content"):
-                    logprobs.extend(float(t["logprob"]) for t in lp["content"] if t.get("logprob") is not None)
+                    logprobs.extend(
+                        float(t["logprob"]) for t in lp["content"] if t.get("logprob") is not None
+                    )
         t_end = time.perf_counter()
         rec.e2e_s = t_end - t_start
         if t_first is not None:
@@ -272,7 +293,10 @@ class BenchClient:
             if self._count is not None:
                 rec.completion_tokens, source = self._count(text), "tokenizer"
             elif rec.stream and rec.content_chunks:
-                rec.completion_tokens, source = rec.content_chunks, "chunks"  # servers send ~1 token per chunk
+                rec.completion_tokens, source = (
+                    rec.content_chunks,
+                    "chunks",
+                )  # servers send ~1 token per chunk
             else:
                 rec.completion_tokens, source = round(len(text) / 4), "chars/4"
             rec.completion_token_source = source

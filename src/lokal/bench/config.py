@@ -36,10 +36,12 @@ class ModelEntry(BaseModel):
 
     name: str = Field(validation_alias=AliasChoices("name", "id", "model", "alias"))
     label: str | None = None
-    endpoint: str | None = Field(None, validation_alias=AliasChoices("endpoint", "base_url"))
+    endpoint: str | None = Field(default=None, validation_alias=AliasChoices("endpoint", "base_url"))
     api_key_env: str | None = None
     tags: list[str] = Field(default_factory=list, validation_alias=AliasChoices("tags", "capabilities"))
-    size_b: float | None = Field(None, validation_alias=AliasChoices("size_b", "parameters_b", "size"))
+    size_b: float | None = Field(
+        default=None, validation_alias=AliasChoices("size_b", "parameters_b", "size")
+    )
     price: Price | None = None
 
     @property
@@ -97,8 +99,12 @@ class LoadPattern:
         return f"{self.kind}={self.rate:g}/s"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "concurrency": self.concurrency, "rate": self.rate,
-                "max_concurrency": self.max_concurrency}
+        return {
+            "kind": self.kind,
+            "concurrency": self.concurrency,
+            "rate": self.rate,
+            "max_concurrency": self.max_concurrency,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +116,12 @@ class Sweep:
 
     @classmethod
     def parse(cls, spec: str, *, max_concurrency: int | None = None) -> Sweep:
-        """"concurrency:1,2,4,8", "rate:1,2,4" or "poisson:1,2,4"."""
+        """ "concurrency:1,2,4,8", "rate:1,2,4" or "poisson:1,2,4"."""
         kind, _, values = spec.partition(":")
         if kind not in ("concurrency", "rate", "poisson") or not values:
-            raise ValueError(f"sweep {spec!r}: expected concurrency:N,N,... or rate:R,R,... or poisson:R,R,...")
+            raise ValueError(
+                f"sweep {spec!r}: expected concurrency:N,N,... or rate:R,R,... or poisson:R,R,..."
+            )
         nums = [float(v) for v in values.split(",") if v.strip()]
         if kind == "concurrency":
             levels = tuple(LoadPattern("concurrency", concurrency=int(n)) for n in nums)
@@ -122,7 +130,7 @@ class Sweep:
         return cls(levels=levels)
 
 
-def _default_endpoint() -> str:
+def default_endpoint() -> str:
     from lokal.config import get_settings
 
     return f"{get_settings().base_url}/v1"
@@ -131,7 +139,7 @@ def _default_endpoint() -> str:
 @dataclass(slots=True)
 class BenchConfig:
     models: list[ModelEntry]
-    endpoint: str = field(default_factory=_default_endpoint)
+    endpoint: str = field(default_factory=default_endpoint)
     api_key: str | None = None
     prompts: list[Prompt] = field(default_factory=lambda: load_prompts(None))
     rounds: int = 3  # passes over the prompt set that count
@@ -184,8 +192,12 @@ class BenchConfig:
             "extra_body": self.extra_body,
             "pattern": self.pattern.to_dict(),
             "sweep": [lv.to_dict() for lv in self.sweep.levels] if self.sweep else None,
-            "slo": None if self.slo is None else {
-                "ttft_s": self.slo.ttft_s, "itl_s": self.slo.itl_s, "e2e_s": self.slo.e2e_s,
+            "slo": None
+            if self.slo is None
+            else {
+                "ttft_s": self.slo.ttft_s,
+                "itl_s": self.slo.itl_s,
+                "e2e_s": self.slo.e2e_s,
                 "attainment": self.slo.attainment,
             },
             "max_duration_s": self.max_duration_s,

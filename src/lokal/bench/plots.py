@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lokal.bench.result import BenchResult
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +57,9 @@ def ttft_vs_concurrency(result: BenchResult, path: Path) -> Path:
         pts.sort()
         xs = [p[0] for p in pts]
         line = ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{m.name} p50")[0]
-        ax.plot(xs, [p[2] for p in pts], marker="x", linestyle="--", color=line.get_color(), label=f"{m.name} p95")
+        ax.plot(
+            xs, [p[2] for p in pts], marker="x", linestyle="--", color=line.get_color(), label=f"{m.name} p95"
+        )
     ax.set_xlabel("mean requests in flight")
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("TTFT vs concurrency")

@@ -22,7 +22,12 @@ class Prompt:
         return "\n".join(m.get("content", "") for m in self.messages)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "messages": list(self.messages), "max_tokens": self.max_tokens, "tags": list(self.tags)}
+        return {
+            "id": self.id,
+            "messages": list(self.messages),
+            "max_tokens": self.max_tokens,
+            "tags": list(self.tags),
+        }
 
 
 def _user(text: str) -> tuple[dict[str, str], ...]:
@@ -31,15 +36,17 @@ def _user(text: str) -> tuple[dict[str, str], ...]:
 
 _PASSAGE = (
     "The Rhine rises in the Swiss Alps and flows about 1,230 kilometres through Switzerland, Liechtenstein, "
-    "Austria, Germany, France and the Netherlands before reaching the North Sea. For centuries it has been one "
-    "of Europe's busiest waterways, carrying coal, grain and containers between the industrial Ruhr and the "
-    "port of Rotterdam. Low water in dry summers now forces barges to sail half empty, which raises freight "
-    "costs and has pushed shippers to invest in shallower hulls and better water-level forecasts."
+    "Austria, Germany, France and the Netherlands before reaching the North Sea. For centuries it has been "
+    "one of Europe's busiest waterways, carrying coal, grain and containers between the industrial Ruhr and "
+    "the port of Rotterdam. Low water in dry summers now forces barges to sail half empty, which raises "
+    "freight costs and has pushed shippers to invest in shallower hulls and better water-level forecasts."
 )
 
 # Fixed text and order: the same run on two days sends byte-identical requests, so numbers compare.
 BUILTIN: tuple[Prompt, ...] = (
-    Prompt("qa-capital", _user("What is the capital of Australia? Answer in one sentence."), tags=("qa", "short")),
+    Prompt(
+        "qa-capital", _user("What is the capital of Australia? Answer in one sentence."), tags=("qa", "short")
+    ),
     Prompt(
         "explain-tcp",
         _user("Explain the difference between TCP and UDP to a new developer in three short paragraphs."),
@@ -62,14 +69,17 @@ BUILTIN: tuple[Prompt, ...] = (
     Prompt(
         "reason-trains",
         _user(
-            "A train leaves at 09:10 and travels 180 km at 120 km/h. A second train leaves the same station at "
-            "09:30 at 150 km/h on the same route. Which arrives first, and by how many minutes? Show your steps."
+            "A train leaves at 09:10 and travels 180 km at 120 km/h. A second train leaves the same station "
+            "at 09:30 at 150 km/h on the same route. Which arrives first, and by how many minutes? "
+            "Show your steps."
         ),
         tags=("reasoning",),
     ),
     Prompt(
         "translate-de",
-        _user("Translate to German: 'The meeting has been moved to Thursday afternoon because of the holiday.'"),
+        _user(
+            "Translate to German: 'The meeting has been moved to Thursday afternoon because of the holiday.'"
+        ),
         tags=("translate", "short"),
     ),
     Prompt(

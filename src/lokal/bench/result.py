@@ -1,4 +1,4 @@
-"""What a run produced. The JSON form (`BenchResult.to_dict`) is the authoritative report; the others derive from it."""
+"""What a run produced. Its JSON form (`BenchResult.to_dict`) is the authoritative report; others derive."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ ProgressFn = Callable[[ProgressEvent], None]
 
 
 def schedule(pattern: LoadPattern, n: int, seed: int | None = None) -> list[float]:
-    """Send offsets in seconds from the level's start: evenly spaced, or exponential gaps (Poisson arrivals)."""
+    """Send offsets (s) from the level's start: evenly spaced, or exponential gaps (Poisson arrivals)."""
     if pattern.rate is None:
         return [0.0] * n
     if pattern.kind == "poisson":
@@ -75,17 +75,25 @@ class _ModelRun:
         self.done = 0
         self.total = 0
 
-    def _emit(self, phase: Literal["start", "warmup", "measure", "done"], step: str, rec: RequestRecord | None) -> None:
+    def _emit(
+        self, phase: Literal["start", "warmup", "measure", "done"], step: str, rec: RequestRecord | None
+    ) -> None:
         if self.on_progress is not None:
             self.on_progress(ProgressEvent(self.entry.display, phase, step, self.done, self.total, rec))
 
-    async def _one(self, job: Job, t0: float, phase: Literal["warmup", "measure"], step: str) -> RequestRecord:
+    async def _one(
+        self, job: Job, t0: float, phase: Literal["warmup", "measure"], step: str
+    ) -> RequestRecord:
         rnd, prompt = job
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             rec = await self.client.chat(
-                self.entry.name, prompt, self.params, round_index=rnd, t0=t0,
+                self.entry.name,
+                prompt,
+                self.params,
+                round_index=rnd,
+                t0=t0,
                 keep_output=self.config.keep_outputs or rnd == 0,
             )
         finally:
@@ -248,8 +256,11 @@ async def arun_bench(config: BenchConfig, *, on_progress: ProgressFn | None = No
             client = clients.get((endpoint, key))
             if client is None:
                 client = BenchClient(
-                    endpoint, key, timeout_s=config.request_timeout_s,
-                    max_connections=_max_connections(config), tokenizer=counter,
+                    endpoint,
+                    key,
+                    timeout_s=config.request_timeout_s,
+                    max_connections=_max_connections(config),
+                    tokenizer=counter,
                 )
                 clients[(endpoint, key)] = client
             results.append(await _ModelRun(config, entry, client, on_progress).run())

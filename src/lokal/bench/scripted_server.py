@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible server with known timing, to prove the bench's numbers and measure its overhead.
+"""A scripted OpenAI-compatible server with known timing: proves the bench's numbers, measures its overhead.
 
 It waits exactly `ttft_s` before the first token and `itl_s` between tokens (against absolute deadlines, so
 sleep error does not accumulate), sends one token per SSE chunk, counts prompt tokens as whitespace-separated
@@ -105,8 +105,11 @@ def build_app(
             return _error(script.status, "scripted failure", "scripted")
         n = min(script.tokens, int(body.get("max_tokens") or script.tokens))
         words = _words(script, n)
-        usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words),
-                 "total_tokens": _prompt_tokens(body) + len(words)}
+        usage = {
+            "prompt_tokens": _prompt_tokens(body),
+            "completion_tokens": len(words),
+            "total_tokens": _prompt_tokens(body) + len(words),
+        }
         want_logprobs = bool(body.get("logprobs")) and script.logprob is not None
         created = int(time.time())
 
@@ -126,17 +129,42 @@ def build_app(
                     start = time.perf_counter()
                     for i, word in enumerate(words):
                         await wait_until(start + script.ttft_s + i * script.itl_s)
-                        choice: dict[str, Any] = {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                        choice: dict[str, Any] = {
+                            "index": 0,
+                            "delta": {"content": word},
+                            "finish_reason": None,
+                        }
                         if want_logprobs:
                             choice["logprobs"] = {"content": [{"token": word, "logprob": script.logprob}]}
-                        yield _sse({"id": "cmpl-1", "object": "chat.completion.chunk", "created": created,
-                                    "model": body["model"], "choices": [choice]})
-                    yield _sse({"id": "cmpl-1", "object": "chat.completion.chunk", "created": created,
+                        yield _sse(
+                            {
+                                "id": "cmpl-1",
+                                "object": "chat.completion.chunk",
+                                "created": created,
                                 "model": body["model"],
-                                "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+                                "choices": [choice],
+                            }
+                        )
+                    yield _sse(
+                        {
+                            "id": "cmpl-1",
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": body["model"],
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                        }
+                    )
                     if script.usage and (body.get("stream_options") or {}).get("include_usage"):
-                        yield _sse({"id": "cmpl-1", "object": "chat.completion.chunk", "created": created,
-                                    "model": body["model"], "choices": [], "usage": usage})
+                        yield _sse(
+                            {
+                                "id": "cmpl-1",
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": body["model"],
+                                "choices": [],
+                                "usage": usage,
+                            }
+                        )
                     yield b"data: [DONE]\n\n"
                 finally:
                     if capacity is not None:
@@ -151,12 +179,20 @@ def build_app(
             if raw.startswith(b"data: {"):
                 for c in json.loads(raw[6:]).get("choices", []):
                     text_parts.append(c.get("delta", {}).get("content") or "")
-        message: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": "".join(text_parts)},
-                                   "finish_reason": "length"}
+        message: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": "".join(text_parts)},
+            "finish_reason": "length",
+        }
         if want_logprobs:
             message["logprobs"] = {"content": [{"token": w, "logprob": script.logprob} for w in words]}
-        payload: dict[str, Any] = {"id": "cmpl-1", "object": "chat.completion", "created": created,
-                                   "model": body["model"], "choices": [message]}
+        payload: dict[str, Any] = {
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "created": created,
+            "model": body["model"],
+            "choices": [message],
+        }
         if script.usage:
             payload["usage"] = usage
         return JSONResponse(payload)
@@ -165,11 +201,22 @@ def build_app(
         return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in scripts]})
 
     async def ps(request: Request) -> Response:
-        return JSONResponse({
-            "server_rss_bytes": 123_456_789,
-            "models": [{"alias": m, "id": f"{m}:1", "memory_bytes": s.memory_bytes, "load_seconds": s.load_seconds,
-                        "ttl_left": 600, "queue_depth": 0} for m, s in scripts.items()],
-        })
+        return JSONResponse(
+            {
+                "server_rss_bytes": 123_456_789,
+                "models": [
+                    {
+                        "alias": m,
+                        "id": f"{m}:1",
+                        "memory_bytes": s.memory_bytes,
+                        "load_seconds": s.load_seconds,
+                        "ttl_left": 600,
+                        "queue_depth": 0,
+                    }
+                    for m, s in scripts.items()
+                ],
+            }
+        )
 
     routes = [Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)]
     if serve_ps:
@@ -193,9 +240,12 @@ class ScriptedServer:
         serve_ps: bool = False,
         port: int = 0,
     ) -> None:
-        self.app, self.stats = build_app(scripts, default=default, max_parallel=max_parallel, serve_ps=serve_ps)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                                access_log=False)
+        self.app, self.stats = build_app(
+            scripts, default=default, max_parallel=max_parallel, serve_ps=serve_ps
+        )
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="scripted-openai-server", daemon=True)
         self.port = 0

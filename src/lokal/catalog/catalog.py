@@ -19,7 +19,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lokal import hardware
-from lokal.catalog.spec import ModelSpec, Variant, is_safe_name
+from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
 from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError, ModelNotFound
 
@@ -147,7 +147,7 @@ _USER_HEADER = (
 class Catalog:
     def __init__(self, settings: Settings, builtin: list[ModelSpec], user: list[ModelSpec]) -> None:
         self.settings = settings
-        self.devices: list[str] = hardware.devices(settings)
+        self.devices: list[Device] = hardware.devices(settings)
         self._builtin = builtin
         self._user = user
         self._merge()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -110,7 +111,7 @@ class ModelSpec(BaseModel):
             raise ValueError(f"alias {v!r} must be letters, digits, '.', '_', '-'")
         return v
 
-    def variant_for(self, devices: list[str]) -> Variant:
+    def variant_for(self, devices: Sequence[str]) -> Variant:
         """Best variant for the devices present, in preference order (e.g. ["cuda", "cpu"])."""
         for dev in devices:
             for v in self.variants:

@@ -73,6 +73,11 @@ def collection_path(name: str, home: Path | None = None) -> Path:
     return rag_dir(home) / f"{check_name(name)}.sqlite"
 
 
+def index_text(headings: tuple[str, ...], text: str) -> str:
+    """What BM25 and the embedder see: the heading path gives a paragraph the context it lacks alone."""
+    return " > ".join(headings) + "\n" + text if headings else text
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentRecord:
     path: str
@@ -106,8 +111,7 @@ class StoredChunk:
 
     @property
     def index_text(self) -> str:
-        """What BM25 and the embedder see: the heading path gives a paragraph the context it lacks alone."""
-        return " > ".join(self.headings) + "\n" + self.text if self.headings else self.text
+        return index_text(self.headings, self.text)
 
 
 @dataclass(frozen=True, slots=True)

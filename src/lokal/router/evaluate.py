@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lokal.errors import InvalidRequest
-from lokal.router.intents import GENERAL, CombinedDetector, Detector, FitParams, SemanticDetector
+from lokal.router.intents import (
+    GENERAL,
+    Detector,
+    Encoder,
+    FitParams,
+    IntentSpec,
+    RuleDetector,
+    SemanticDetector,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,16 +87,30 @@ def _fit_thresholds(
     return thresholds, correct
 
 
-def fit(combined: CombinedDetector, rows: Sequence[Labeled], source: str = "") -> FitParams:
-    """Per-intent thresholds for semantic and combined scores, and the rule bonus, from labeled prompts."""
-    sem = combined.semantic
-    unknown = sorted({r.intent for r in rows} - set(sem.intents))
+def fit(
+    spec: IntentSpec,
+    encoder: Encoder,
+    rows: Sequence[Labeled],
+    source: str = "",
+    *,
+    add_examples: bool = True,
+) -> FitParams:
+    """Learn from labeled prompts: keep them as extra example utterances, then calibrate per-intent
+    thresholds (semantic and combined) and the rule bonus. Each prompt is scored leave-one-out, without
+    itself among the examples, so the thresholds are not fitted to perfect self-matches."""
+    unknown = sorted({r.intent for r in rows} - set(spec.intents))
     if unknown:
-        raise InvalidRequest(f"labels {unknown} are not intents the detector knows ({', '.join(sem.intents)})")
+        raise InvalidRequest(f"labels {unknown} are not known intents ({', '.join(spec.intents)})")
+    examples: dict[str, list[str]] = {}
+    if add_examples:
+        for r in rows:
+            examples.setdefault(r.intent, []).append(r.prompt)
+    sem = SemanticDetector(spec, encoder, FitParams(examples=examples))
+    rules = RuleDetector(spec)
     labels = [r.intent for r in rows]
     sem_scores = [sem.scores(r.prompt, exclude_identical=True) for r in rows]
     sem_thr, _ = _fit_thresholds(sem.intents, sem_scores, labels)
-    hits = [combined.rules.hits(r.prompt) for r in rows]
+    hits = [rules.hits(r.prompt) for r in rows]
     best: tuple[int, float, dict[str, float]] | None = None
     for bonus in RULE_BONUS_GRID:
         rows_scores = []
@@ -103,7 +125,12 @@ def fit(combined: CombinedDetector, rows: Sequence[Labeled], source: str = "") -
             best = (ok, bonus, thr)
     assert best is not None
     return FitParams(
-        semantic=sem_thr, combined=best[2], rule_bonus=best[1], fitted_on=source, n_examples=len(rows)
+        examples=examples,
+        semantic=sem_thr,
+        combined=best[2],
+        rule_bonus=best[1],
+        fitted_on=source,
+        n_examples=len(rows),
     )
 
 
@@ -169,6 +196,3 @@ def score_predictions(method: str, rows: Sequence[Labeled], predicted: Sequence[
 def evaluate(method: str, detector: Detector, rows: Sequence[Labeled]) -> EvalReport:
     return score_predictions(method, rows, [detector.detect(r.prompt).intent for r in rows])
 
-
-def evaluate_semantic(sem: SemanticDetector, rows: Sequence[Labeled]) -> EvalReport:
-    return evaluate("semantic", sem, rows)

@@ -91,8 +91,10 @@ class RuleDetector:
 
 @dataclass(slots=True)
 class FitParams:
-    """What ``lokal route fit`` learns: per-intent score thresholds and how much a rule hit adds."""
+    """What ``lokal route fit`` learns: extra example utterances (the labeled prompts themselves),
+    per-intent score thresholds, and how much a rule hit adds to a semantic score."""
 
+    examples: dict[str, list[str]] = field(default_factory=dict)
     semantic: dict[str, float] = field(default_factory=dict)
     combined: dict[str, float] = field(default_factory=dict)
     rule_bonus: float = 0.1
@@ -102,6 +104,7 @@ class FitParams:
     def to_json(self) -> str:
         return json.dumps(
             {
+                "examples": self.examples,
                 "semantic": self.semantic,
                 "combined": self.combined,
                 "rule_bonus": self.rule_bonus,
@@ -116,6 +119,7 @@ class FitParams:
     def from_file(cls, path: Path) -> FitParams:
         d = json.loads(path.read_text(encoding="utf-8"))
         return cls(
+            examples={k: [str(x) for x in v] for k, v in d.get("examples", {}).items()},
             semantic={k: float(v) for k, v in d.get("semantic", {}).items()},
             combined={k: float(v) for k, v in d.get("combined", {}).items()},
             rule_bonus=float(d.get("rule_bonus", 0.1)),
@@ -161,12 +165,13 @@ class SemanticDetector:
         self.encoder = encoder
         self.fit = fit or FitParams()
         self.top_k = top_k
-        self.intents = [i for i in spec.intents if spec.examples.get(i)]
+        merged = {i: [*spec.examples.get(i, []), *self.fit.examples.get(i, [])] for i in spec.intents}
+        self.intents = [i for i in spec.intents if merged[i]]
         texts: list[str] = []
         owners: list[int] = []
         for idx, name in enumerate(self.intents):
-            texts.extend(spec.examples[name])
-            owners.extend([idx] * len(spec.examples[name]))
+            texts.extend(merged[name])
+            owners.extend([idx] * len(merged[name]))
         self._texts = texts
         self._matrix = encoder.encode(texts)
         self._owners = np.asarray(owners)

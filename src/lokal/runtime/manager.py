@@ -64,6 +64,9 @@ class ModelManager:
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
 
+    def resolve(self, name: str) -> tuple[ModelSpec, Variant]:
+        return self._resolve(name)
+
     def find_loaded(self, name: str) -> LoadedModel | None:
         spec, variant = self._resolve(name)
         return self._loaded.get(variant.id)

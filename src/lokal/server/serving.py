@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lokal.engines.base import GenerationEvent, GenerationRequest, Usage
+from lokal.errors import InvalidRequest
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.common import SamplingParams, new_id, now
 from lokal.protocol.completions import CompletionRequest
@@ -43,7 +44,18 @@ class Serving:
     async def completion(self, body: CompletionRequest) -> Outcome:
         return await self._generate("completion", body, body.to_engine(body.max_tokens))  # type: ignore[arg-type]
 
+    def _check_task(self, name: str, task: str) -> None:
+        """Refuse the wrong kind of model before paying for its load."""
+        spec, _ = self.manager.resolve(name)
+        if spec.task != task:
+            if spec.task == "embeddings":
+                raise InvalidRequest(f"{spec.alias} is an embeddings model; use /v1/embeddings", param="model")
+            raise InvalidRequest(
+                f"{spec.alias} is not an embeddings model; try all-minilm-l6-v2", param="model"
+            )
+
     async def _generate(self, kind: Kind, body: SamplingParams, req: GenerationRequest) -> Outcome:
+        self._check_task(body.model, "chat-completion")
         lm = await self.manager.get(body.model)
         lm.active += 1
         self.metrics.queue_depth.labels(lm.spec.alias).set(lm.worker.depth + 1)
@@ -184,6 +196,7 @@ class Serving:
 
     # -- embeddings --------------------------------------------------------------------------------------------
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
+        self._check_task(body.model, "embeddings")
         lm = await self.manager.get(body.model)
         lm.active += 1
         try:

@@ -1,0 +1,108 @@
+"""HTTP surface of RAG for `lokal serve` (the browser page uses it): list collections, search one.
+
+Errors are raised as lokal errors; the app's handler renders them in OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from lokal.config import get_settings
+from lokal.errors import InvalidRequest
+from lokal.rag.index import DEFAULT_COLLECTION, Index, list_collections
+from lokal.rag.retrieve import Embedder, Mode, Retriever, default_embedder
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = DEFAULT_COLLECTION
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(default=5, ge=1, le=100)
+    mode: Mode = "hybrid"
+    filters: dict[str, str] | None = None
+
+
+class RetrieverCache:
+    """One loaded Retriever per collection, reloaded when an ingest has changed the file since."""
+
+    def __init__(self, home: Path | None = None, embedder: Embedder | None = None) -> None:
+        self._home = home
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[Path, str], tuple[Index, Retriever]] = {}
+
+    @property
+    def home(self) -> Path:
+        return self._home or get_settings().home
+
+    def get(self, name: str) -> Retriever:
+        key = (self.home, name)
+        with self._lock:
+            if key in self._loaded:
+                index, retriever = self._loaded[key]
+                if index.path.exists() and index.generation() == retriever.generation:
+                    return retriever
+                index.close()
+                del self._loaded[key]
+            index = Index.open(name, self.home)  # raises CollectionNotFound
+            retriever = Retriever(index, self._embedder or default_embedder)
+            self._loaded[key] = (index, retriever)
+            return retriever
+
+
+def _parse(body: Any) -> SearchRequest:
+    try:
+        return SearchRequest.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err.get("loc", ())) or None
+        raise InvalidRequest(f"{param or 'body'}: {err.get('msg', 'invalid value')}", param=param) from exc
+
+
+def create_router(home: Path | None = None, embedder: Embedder | None = None) -> APIRouter:
+    """`home` and `embedder` default to LOKAL_HOME and the process-wide MiniLM, read when first needed."""
+    api = APIRouter(tags=["rag"])
+    cache = RetrieverCache(home, embedder)
+
+    @api.get("/v1/rag/collections")
+    async def collections() -> dict[str, Any]:
+        infos = await run_in_threadpool(list_collections, cache.home)
+        return {
+            "object": "list",
+            "data": [
+                {k: v for k, v in info.to_dict().items() if k != "path"} | {"object": "rag.collection"}
+                for info in infos
+            ],
+        }
+
+    @api.post("/v1/rag/search")
+    async def search(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise InvalidRequest("the request body must be a JSON object") from exc
+        req = _parse(body)
+
+        def run() -> dict[str, Any]:
+            retriever = cache.get(req.collection)
+            hits = retriever.search(req.query, k=req.k, mode=req.mode, filters=req.filters)
+            return {
+                "object": "list",
+                "collection": req.collection,
+                "mode": req.mode,
+                "data": [h.to_dict() for h in hits],
+            }
+
+        return await run_in_threadpool(run)
+
+    return api
+
+
+router = create_router()

@@ -1,0 +1,91 @@
+"""Builds the intent detectors once, lazily: the rules cost nothing, the semantic ones need MiniLM loaded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from lokal.errors import EngineUnavailable
+from lokal.router.catalog import DetectorMode
+from lokal.router.intents import (
+    CombinedDetector,
+    Encoder,
+    FitParams,
+    IntentResult,
+    IntentSpec,
+    RuleDetector,
+    SemanticDetector,
+    load_intent_spec,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _default_encoder() -> Encoder:
+    from lokal.embeddings import get_embedder
+
+    return get_embedder()
+
+
+class IntentEngine:
+    """Detects intents with the mode asked for; without the embedding extra, semantic modes use the rules."""
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        spec: IntentSpec | None = None,
+        fit: FitParams | None = None,
+        encoder_factory: Callable[[], Encoder] = _default_encoder,
+    ) -> None:
+        self.spec = spec or load_intent_spec(_user_intents(home))
+        self.fit = fit if fit is not None else FitParams.load(home)
+        self.rules = RuleDetector(self.spec)
+        self._encoder_factory = encoder_factory
+        self._semantic: SemanticDetector | None = None
+        self._combined: CombinedDetector | None = None
+        self._unavailable: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def semantic_available(self) -> bool:
+        return self._unavailable is None
+
+    def warm(self) -> bool:
+        """Load the embedder and encode the examples now (10-15 s on first use) rather than on a request."""
+        return self._ensure_semantic() is not None
+
+    def _ensure_semantic(self) -> SemanticDetector | None:
+        if self._semantic is not None or self._unavailable is not None:
+            return self._semantic
+        with self._lock:
+            if self._semantic is None and self._unavailable is None:
+                try:
+                    sem = SemanticDetector(self.spec, self._encoder_factory(), self.fit)
+                except EngineUnavailable as exc:
+                    self._unavailable = exc.message
+                    log.warning("semantic intent detection unavailable, using rules: %s", exc.message)
+                    return None
+                self._combined = CombinedDetector(self.rules, sem)
+                self._semantic = sem
+        return self._semantic
+
+    def detect(self, prompt: str, mode: DetectorMode) -> IntentResult:
+        if mode == "rules":
+            return self.rules.detect(prompt)
+        sem = self._ensure_semantic()
+        if sem is None:
+            return self.rules.detect(prompt)
+        if mode == "semantic":
+            return sem.detect(prompt)
+        assert self._combined is not None
+        return self._combined.detect(prompt)
+
+
+def _user_intents(home: Path | None) -> Path | None:
+    if home is None:
+        return None
+    p = home / "router" / "intents.yaml"
+    return p if p.is_file() else None

@@ -1,0 +1,158 @@
+"""A real HTTP file server on 127.0.0.1 that behaves like the Hugging Face hub where it matters.
+
+It serves bytes with Range support (or without, like some mirrors), redirects `/<repo>/resolve/<rev>/<file>`
+to a "CDN" path carrying X-Linked-Etag / X-Linked-Size the way huggingface.co does, can cut the first
+transfer of a file midway, and can trickle bytes slowly so a test can kill a downloader mid-file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_RANGE_RE = re.compile(r"bytes=(\d+)-$")
+CHUNK = 64 * 1024
+
+
+@dataclass
+class Served:
+    data: bytes
+    range_ok: bool = True
+    cut_first: int | None = None  # the first GET of this file stops after this many body bytes
+    delay: float = 0.0  # seconds to sleep between 64 KiB chunks
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    gets: int = 0
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    status: int = 0
+
+
+class FileServer:
+    def __init__(self) -> None:
+        self.files: dict[str, Served] = {}
+        self.redirects: dict[str, tuple[str, dict[str, str]]] = {}
+        self.requests: list[Seen] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+
+    def add(self, path: str, data: bytes, **opts: Any) -> Served:
+        served = Served(data=data, **opts)
+        self.files[path] = served
+        return served
+
+    def add_hub_file(self, repo: str, filename: str, data: bytes, revision: str = "main", **opts: Any) -> Served:
+        """Like huggingface.co: the resolve URL answers 302 with the LFS sha256 and size, the CDN serves."""
+        cdn = f"/cdn/{repo}/{filename}"
+        served = self.add(cdn, data, **opts)
+        self.redirects[f"/{repo}/resolve/{revision}/{filename}"] = (
+            cdn,
+            {"X-Linked-Etag": f'"{served.sha256}"', "X-Linked-Size": str(len(data))},
+        )
+        return served
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def gets(self, path: str) -> list[Seen]:
+        return [r for r in self.requests if r.path == path]
+
+    # -- running --------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> FileServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()})
+                with server._lock:
+                    server.requests.append(seen)
+                if self.path in server.redirects:
+                    target, extra = server.redirects[self.path]
+                    seen.status = 302
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    for k, v in extra.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                served = server.files.get(self.path)
+                if served is None or served.status != 200:
+                    seen.status = served.status if served else 404
+                    self.send_response(seen.status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with server._lock:
+                    served.gets += 1
+                    first = served.gets == 1
+                data, total = served.data, len(served.data)
+                start = 0
+                m = _RANGE_RE.match(self.headers.get("Range", ""))
+                if served.range_ok and m:
+                    start = int(m.group(1))
+                    if start >= total:
+                        seen.status = 416
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{total}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    seen.status = 206
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+                else:
+                    seen.status = 200
+                    self.send_response(200)
+                if served.range_ok:
+                    self.send_header("Accept-Ranges", "bytes")
+                for k, v in served.headers.items():
+                    self.send_header(k, v)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                limit = served.cut_first if first and served.cut_first is not None else len(body)
+                try:
+                    for i in range(0, limit, CHUNK):
+                        self.wfile.write(body[i : min(i + CHUNK, limit)])
+                        self.wfile.flush()
+                        if served.delay:
+                            time.sleep(served.delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                if limit < len(body):
+                    self.close_connection = True  # the client sees a body shorter than Content-Length
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()

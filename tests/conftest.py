@@ -1,0 +1,46 @@
+"""Session fixtures: the tiny GGUF (built once with lokal's own synthetic writer) and a real lokal server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lokal.config import get_settings
+from tests.support.models import build_tiny, standard_entries, write_catalog
+from tests.support.server import LokalServer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("models-q8"), "q8_0")
+
+
+@pytest.fixture(scope="session")
+def lokal_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LokalServer]:
+    """A real `lokal serve` with chat aliases "tiny" and "tiny-coder" and the MiniLM embedder."""
+    home = tmp_path_factory.mktemp("lokal-home")
+    write_catalog(home, standard_entries(tiny_gguf))
+    with LokalServer(home, args=["--model", "tiny"]) as server:
+        yield server
+
+
+@pytest.fixture
+def lokal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty LOKAL_HOME for in-process tests; settings are re-read from the environment."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOKAL_HOME", str(home))
+    monkeypatch.setenv("LOKAL_OFFLINE", "1")
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
