@@ -1,4 +1,4 @@
-"""An isolated LOKAL_HOME per test, online (against local servers only) and pinned to cpu unless a test says."""
+"""An isolated LOKAL_HOME per test, online (local servers only) and pinned to cpu unless a test says."""
 
 from __future__ import annotations
 

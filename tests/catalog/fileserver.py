@@ -56,7 +56,9 @@ class FileServer:
         self.files[path] = served
         return served
 
-    def add_hub_file(self, repo: str, filename: str, data: bytes, revision: str = "main", **opts: Any) -> Served:
+    def add_hub_file(
+        self, repo: str, filename: str, data: bytes, revision: str = "main", **opts: Any
+    ) -> Served:
         """Like huggingface.co: the resolve URL answers 302 with the LFS sha256 and size, the CDN serves."""
         cdn = f"/cdn/{repo}/{filename}"
         served = self.add(cdn, data, **opts)
@@ -149,7 +151,9 @@ class FileServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -72,7 +72,10 @@ def test_builtin_catalog_has_every_required_alias_with_real_artifacts(settings: 
 def test_builtin_artifacts_are_the_known_public_repos(settings: Settings) -> None:
     catalog = Catalog.load(settings)
     spec, variant = catalog.resolve("qwen2.5-0.5b")
-    assert (variant.repo, variant.file) == ("Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf")
+    assert (variant.repo, variant.file) == (
+        "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+        "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+    )
     assert variant.id == "qwen2.5-0.5b-instruct-q4_k_m-cpu:1"
     _, oss = catalog.resolve("gpt-oss-20b")
     assert (oss.repo, oss.file) == ("ggml-org/gpt-oss-20b-GGUF", "gpt-oss-20b-mxfp4.gguf")
@@ -138,7 +141,9 @@ def test_names_with_path_tricks_are_rejected(settings: Settings, name: str) -> N
 
 
 def test_user_entries_override_builtins_and_add_new_ones(home: Path) -> None:
-    _user_catalog(home, [_entry("qwen2.5-0.5b", "my-qwen-cpu:1", license="mine"), _entry("extra", "extra-cpu:1")])
+    _user_catalog(
+        home, [_entry("qwen2.5-0.5b", "my-qwen-cpu:1", license="mine"), _entry("extra", "extra-cpu:1")]
+    )
     catalog = Catalog.load(get_settings())
     spec, variant = catalog.resolve("qwen2.5-0.5b")
     assert variant.id == "my-qwen-cpu:1" and spec.license == "mine"
@@ -151,7 +156,9 @@ def test_user_entries_override_builtins_and_add_new_ones(home: Path) -> None:
 
 
 def test_validation_error_names_file_field_and_alias(home: Path) -> None:
-    path = _user_catalog(home, [_entry("fine", "fine-cpu:1"), _entry("broken", "broken-cpu:1", context_length="lots")])
+    path = _user_catalog(
+        home, [_entry("fine", "fine-cpu:1"), _entry("broken", "broken-cpu:1", context_length="lots")]
+    )
     with pytest.raises(CatalogError) as err:
         Catalog.load(get_settings())
     msg = err.value.message
@@ -186,7 +193,9 @@ def test_user_file_with_unsafe_alias_or_duplicate_variant_ids_is_refused(home: P
 
 def test_add_and_remove_user_models_rewrite_the_file_atomically(home: Path) -> None:
     catalog = Catalog.load(get_settings())
-    spec = ModelSpec(alias="added", capabilities=["code"], variants=[Variant(id="added-cpu:1", path="/x.gguf")])
+    spec = ModelSpec(
+        alias="added", capabilities=["code"], variants=[Variant(id="added-cpu:1", path="/x.gguf")]
+    )
     catalog.add_user_model(spec)
     assert catalog.resolve("added")[1].path == "/x.gguf"  # in memory at once
     assert Catalog.load(get_settings()).get("added") == spec  # and on disk
@@ -215,3 +224,13 @@ def test_devices_follow_lokal_device(home: Path, monkeypatch: pytest.MonkeyPatch
         hardware.devices(Settings())
     info = hardware.detect(Settings(device="cpu"))
     assert info.cpu_count >= 1 and info.memory_bytes > 0 and info.devices == ["cpu"]
+
+
+@pytest.mark.gpu
+def test_gpu_machine_is_detected_and_preferred(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOKAL_DEVICE", raising=False)
+    settings = Settings()
+    info = hardware.detect(settings)
+    assert hardware.cuda_available() and info.devices == ["cuda", "cpu"]
+    assert info.gpus and info.gpus[0].memory_bytes > 2**30
+    assert Catalog.load(settings).resolve("qwen2.5-0.5b")[1].device == "cuda"

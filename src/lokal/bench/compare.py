@@ -24,7 +24,8 @@ ROLES: tuple[Role, ...] = ("small", "large", "hybrid")
 RUBRIC = ("coherence", "factuality", "concision")
 
 DEFAULT_REFINE = (
-    "Review the draft answer above for errors, gaps and verbosity. Reply with the corrected, final answer only."
+    "Review the draft answer above for errors, gaps and verbosity. "
+    "Reply with the corrected, final answer only."
 )
 
 JUDGE_PROMPT = """You grade answers. Rate the ANSWER to the QUESTION from 1 (poor) to 5 (excellent) on:
@@ -96,7 +97,7 @@ class Scores:
 
 
 def parse_scores(text: str) -> Scores:
-    """Scores from a judge's reply: the first JSON object, else "name: n" pairs; out-of-range values dropped."""
+    """Scores from a judge's reply: first JSON object, else "name: n" pairs; out-of-range values dropped."""
     found: dict[str, Any] = {}
     match = re.search(r"\{.*?\}", text, re.S)
     if match:
@@ -141,8 +142,13 @@ class HybridRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "prompt_id": self.prompt_id, "refined": self.refined, "reason": self.reason, "draft_s": self.draft_s,
-            "refine_s": self.refine_s, "total_s": self.total_s, "output": self.output,
+            "prompt_id": self.prompt_id,
+            "refined": self.refined,
+            "reason": self.reason,
+            "draft_s": self.draft_s,
+            "refine_s": self.refine_s,
+            "total_s": self.total_s,
+            "output": self.output,
             "refine_request": self.refine.to_dict() if self.refine else None,
         }
 
@@ -187,9 +193,18 @@ class CompareConfig:
 
     def bench_config(self, entry: ModelEntry, *, logprobs: bool) -> BenchConfig:
         return BenchConfig(
-            models=[entry], endpoint=self.endpoint, api_key=self.api_key, prompts=self.prompts, rounds=self.rounds,
-            warmup_rounds=self.warmup_rounds, max_tokens=self.max_tokens, temperature=self.temperature,
-            seed=self.seed, stream=self.stream, request_timeout_s=self.request_timeout_s, keep_outputs=True,
+            models=[entry],
+            endpoint=self.endpoint,
+            api_key=self.api_key,
+            prompts=self.prompts,
+            rounds=self.rounds,
+            warmup_rounds=self.warmup_rounds,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            stream=self.stream,
+            request_timeout_s=self.request_timeout_s,
+            keep_outputs=True,
             logprobs=logprobs,
         )
 
@@ -261,8 +276,11 @@ class CompareResult:
             "config": self.config,
             "models": {"small": self.small.to_dict(), "large": self.large.to_dict()},
             "rows": [r.to_dict() for r in self.rows],
-            "hybrid": None if self.hybrid is None else {
-                "refine_rate": self.refine_rate, "latency": self.hybrid_latency(),
+            "hybrid": None
+            if self.hybrid is None
+            else {
+                "refine_rate": self.refine_rate,
+                "latency": self.hybrid_latency(),
                 "rows": [h.to_dict() for h in self.hybrid],
             },
             "quality": self.quality(),
@@ -279,7 +297,9 @@ def _first_round(m: ModelResult) -> dict[str, RequestRecord]:
 
 
 async def _judge(client: BenchClient, judge: str, question: str, answer: str, cfg: CompareConfig) -> Scores:
-    prompt = Prompt("judge", ({"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)},))
+    prompt = Prompt(
+        "judge", ({"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)},)
+    )
     params = RequestParams(max_tokens=96, temperature=0.0, seed=cfg.seed, stream=cfg.stream)
     rec = await client.chat(judge, prompt, params, keep_output=True)
     if not rec.ok:
@@ -317,12 +337,22 @@ def _apply_annotations(rows: list[CompareRow], items: list[dict[str, Any]], name
 
 
 def annotation_template(result: CompareResult) -> list[dict[str, Any]]:
-    """One entry per (prompt, role) with empty scores, for a person to fill in and pass back with --annotations."""
+    """One entry per (prompt, role) with empty scores: a person fills them in, passes it to --annotations."""
     names = {"small": result.small.entry.name, "large": result.large.entry.name, "hybrid": "hybrid"}
     return [
-        {"prompt_id": r.prompt.id, "model": role, "model_name": names[role], "prompt": r.prompt.text,
-         "output": text, "coherence": None, "factuality": None, "concision": None, "note": ""}
-        for r in result.rows for role, text in r.outputs.items()
+        {
+            "prompt_id": r.prompt.id,
+            "model": role,
+            "model_name": names[role],
+            "prompt": r.prompt.text,
+            "output": text,
+            "coherence": None,
+            "factuality": None,
+            "concision": None,
+            "note": "",
+        }
+        for r in result.rows
+        for role, text in r.outputs.items()
     ]
 
 
@@ -344,11 +374,14 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
 
     large_endpoint = cfg.large.endpoint or cfg.endpoint
     hybrid: list[HybridRow] | None = None
-    async with BenchClient(large_endpoint, cfg.large.api_key(cfg.api_key), timeout_s=cfg.request_timeout_s) as lc:
+    async with BenchClient(
+        large_endpoint, cfg.large.api_key(cfg.api_key), timeout_s=cfg.request_timeout_s
+    ) as lc:
         if policy is not None:
             hybrid = []
-            params = RequestParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed,
-                                   stream=cfg.stream)
+            params = RequestParams(
+                max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed, stream=cfg.stream
+            )
             for row in rows:
                 draft = row.records.get("small")
                 if draft is None:
@@ -358,20 +391,29 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
                 refine = None
                 output = draft_text
                 if reason is not None and large.status != "failed":
-                    refine = await lc.chat(cfg.large.name, policy.refine_prompt(row.prompt, draft_text), params,
-                                           keep_output=True)
+                    refine = await lc.chat(
+                        cfg.large.name, policy.refine_prompt(row.prompt, draft_text), params, keep_output=True
+                    )
                     output = refine.output if refine.ok and refine.output else draft_text
-                hybrid.append(HybridRow(
-                    prompt_id=row.prompt.id, refined=refine is not None and refine.ok, reason=reason,
-                    draft_s=draft.e2e_s if draft.ok else None, refine_s=refine.e2e_s if refine else None,
-                    output=output, draft=draft, refine=refine,
-                ))
+                hybrid.append(
+                    HybridRow(
+                        prompt_id=row.prompt.id,
+                        refined=refine is not None and refine.ok,
+                        reason=reason,
+                        draft_s=draft.e2e_s if draft.ok else None,
+                        refine_s=refine.e2e_s if refine else None,
+                        output=output,
+                        draft=draft,
+                        refine=refine,
+                    )
+                )
                 row.outputs["hybrid"] = output
 
     if cfg.judge is not None:
         judge = cfg.judge
-        async with BenchClient(judge.endpoint or cfg.endpoint, judge.api_key(cfg.api_key),
-                               timeout_s=cfg.request_timeout_s) as jc:
+        async with BenchClient(
+            judge.endpoint or cfg.endpoint, judge.api_key(cfg.api_key), timeout_s=cfg.request_timeout_s
+        ) as jc:
             for row in rows:
                 for role, text in row.outputs.items():
                     if text.strip():
@@ -385,9 +427,14 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
         "large": cost_of(large.records, cfg.large.price or cfg.prices.get(cfg.large.name), cfg.local),
     }
     if hybrid:
-        drafts = cost_of([h.draft for h in hybrid], cfg.small.price or cfg.prices.get(cfg.small.name), cfg.local)
-        refines = cost_of([h.refine for h in hybrid if h.refine is not None],
-                          cfg.large.price or cfg.prices.get(cfg.large.name), cfg.local)
+        drafts = cost_of(
+            [h.draft for h in hybrid], cfg.small.price or cfg.prices.get(cfg.small.name), cfg.local
+        )
+        refines = cost_of(
+            [h.refine for h in hybrid if h.refine is not None],
+            cfg.large.price or cfg.prices.get(cfg.large.name),
+            cfg.local,
+        )
         costs["hybrid"] = combined([drafts, refines], requests=len(hybrid))
     return CompareResult(cfg.to_dict(), small, large, rows, hybrid, costs)
 

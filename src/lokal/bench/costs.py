@@ -41,7 +41,7 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: str | Path) -> PriceTable:
-        """JSON/YAML `{model: {input_per_1m, output_per_1m}}` (or `{"prices": {...}}`; `input`/`output` work)."""
+        """JSON/YAML `{model: {input_per_1m, output_per_1m}}`, optionally under "prices"."""
         p = Path(path)
         text = p.read_text(encoding="utf-8")
         data = yaml.safe_load(text) if p.suffix in {".yaml", ".yml"} else json.loads(text)

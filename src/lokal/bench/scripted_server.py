@@ -49,12 +49,16 @@ class ServerStats:
     arrivals: list[float] = field(default_factory=list)  # perf_counter at arrival, in arrival order
     models: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    # Per request, in arrival order: perf_counter when each token's chunk was handed to the transport. The
+    # ground truth a client-side measurement is checked against (same clock: the server runs in-process).
+    writes: list[list[float]] = field(default_factory=list)
 
     def reset(self) -> None:
         self.requests = self.in_flight = self.max_in_flight = 0
         self.arrivals.clear()
         self.models.clear()
         self.bodies.clear()
+        self.writes.clear()
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -98,6 +102,8 @@ def build_app(
         st.arrivals.append(arrived)
         st.models.append(str(body.get("model")))
         st.bodies.append(body)
+        writes: list[float] = []
+        st.writes.append(writes)
         script = lookup(str(body.get("model")))
         if script is None:
             return _error(404, f"model {body.get('model')!r} not found", "model_not_found")
@@ -136,7 +142,7 @@ def build_app(
                         }
                         if want_logprobs:
                             choice["logprobs"] = {"content": [{"token": word, "logprob": script.logprob}]}
-                        yield _sse(
+                        chunk = _sse(
                             {
                                 "id": "cmpl-1",
                                 "object": "chat.completion.chunk",
@@ -145,6 +151,8 @@ def build_app(
                                 "choices": [choice],
                             }
                         )
+                        writes.append(time.perf_counter())
+                        yield chunk
                     yield _sse(
                         {
                             "id": "cmpl-1",

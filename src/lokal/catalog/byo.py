@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lokal.catalog.cache import PART_SUFFIX, Cache
 from lokal.catalog.catalog import Catalog
+from lokal.catalog.durable import fsync_dir
 from lokal.catalog.gguf_info import GgufInfo, read_gguf
 from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
 from lokal.errors import InvalidRequest
@@ -22,6 +23,7 @@ def _copy_atomic(src: Path, dest: Path) -> None:
     with part.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(part, dest)
+    fsync_dir(dest.parent)
 
 
 def add_local_gguf(

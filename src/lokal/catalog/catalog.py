@@ -7,8 +7,6 @@ version wins), then an alias (the best variant for this machine's devices).
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -19,6 +17,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lokal import hardware
+from lokal.catalog.durable import atomic_write_text
 from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
 from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError, ModelNotFound
@@ -116,26 +115,6 @@ def _with_package_paths(spec: ModelSpec) -> ModelSpec:
 def builtin_specs() -> list[ModelSpec]:
     text = resources.files("lokal.catalog").joinpath(BUILTIN_RESOURCE).read_text(encoding="utf-8")
     return parse_catalog(text, f"lokal/catalog/{BUILTIN_RESOURCE} (built-in)")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # Write beside the target, fsync, then rename: a crash leaves the old file or the new, never half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 _USER_HEADER = (
@@ -268,7 +247,7 @@ class Catalog:
             updated: list[ModelSpec] = edit(current)
             data = {"models": [s.model_dump(mode="json", exclude_defaults=True) for s in updated]}
             trial = Catalog(self.settings, self._builtin, updated)  # refuse edits that break the catalog
-            _atomic_write(path, _USER_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+            atomic_write_text(path, _USER_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         self._user = trial._user
         self._merge()
 

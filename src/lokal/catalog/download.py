@@ -22,6 +22,7 @@ import httpx
 from filelock import FileLock
 
 from lokal.catalog.cache import LOCK_SUFFIX, PART_SUFFIX, Cache
+from lokal.catalog.durable import fsync_dir
 from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
 from lokal.errors import ChecksumMismatch, DownloadError, ModelNotDownloaded
@@ -116,14 +117,6 @@ def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
             h.update(chunk)
             n += len(chunk)
     return h, n
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Transfer:
@@ -332,4 +325,4 @@ def _verify_and_publish(part: Path, final: Path, variant: Variant, transfer: _Tr
                 "changed upstream; removed it - run the download again"
             )
     os.replace(part, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)

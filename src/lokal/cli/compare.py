@@ -27,42 +27,77 @@ def _price(spec: str | None) -> Price | None:
 
 
 def command(
-    small: Annotated[str, typer.Option("--small", "-s", envvar="LOKAL_COMPARE_SMALL", help="The small model.")],
-    large: Annotated[str, typer.Option("--large", "-l", envvar="LOKAL_COMPARE_LARGE", help="The large model.")],
-    endpoint: Annotated[str | None, typer.Option(
-        "--endpoint", "-e", envvar=["LOKAL_COMPARE_ENDPOINT", "LOKAL_BENCH_ENDPOINT"],
-        help="OpenAI-compatible base URL [default: local lokal].")] = None,
-    large_endpoint: Annotated[str | None, typer.Option(
-        "--large-endpoint", help="Where the large model lives, if elsewhere (e.g. a GPU box).")] = None,
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar=["LOKAL_BENCH_API_KEY", "OPENAI_API_KEY"])] = None,
+    small: Annotated[
+        str, typer.Option("--small", "-s", envvar="LOKAL_COMPARE_SMALL", help="The small model.")
+    ],
+    large: Annotated[
+        str, typer.Option("--large", "-l", envvar="LOKAL_COMPARE_LARGE", help="The large model.")
+    ],
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            "-e",
+            envvar=["LOKAL_COMPARE_ENDPOINT", "LOKAL_BENCH_ENDPOINT"],
+            help="OpenAI-compatible base URL [default: local lokal].",
+        ),
+    ] = None,
+    large_endpoint: Annotated[
+        str | None,
+        typer.Option("--large-endpoint", help="Where the large model lives, if elsewhere (e.g. a GPU box)."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar=["LOKAL_BENCH_API_KEY", "OPENAI_API_KEY"])
+    ] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", "-p", help="JSON/YAML prompt list.")] = None,
     rounds: Annotated[int, typer.Option("--rounds", "-n", min=1)] = 1,
     warmup: Annotated[int, typer.Option("--warmup", min=0)] = 1,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
     stream: Annotated[bool, typer.Option("--stream/--no-stream")] = True,
     hybrid: Annotated[bool, typer.Option("--hybrid/--no-hybrid", help="Run draft->refine.")] = True,
-    refine_over_chars: Annotated[int | None, typer.Option(
-        "--refine-over-chars", help="Refine when the prompt is longer than this.")] = None,
-    refine_under_chars: Annotated[int | None, typer.Option(
-        "--refine-under-chars", help="Refine when the draft is shorter than this.")] = None,
-    refine_topics: Annotated[str | None, typer.Option(
-        "--refine-topics", help="Comma-separated flagged words, e.g. medical,legal.")] = None,
-    refine_below_logprob: Annotated[float | None, typer.Option(
-        "--refine-below-logprob", help="Refine when the draft's mean token logprob is lower (needs logprobs).")] = None,
-    refine_unknown: Annotated[bool, typer.Option(
-        "--refine-unknown-confidence", help="Refine when the endpoint gives no logprobs.")] = False,
-    judge: Annotated[str | None, typer.Option("--judge", help="Model that scores outputs 1-5 on the rubric.")] = None,
-    annotations: Annotated[Path | None, typer.Option(
-        "--annotations", exists=True, dir_okay=False, help="Filled-in scores (from --write-annotations).")] = None,
-    write_annotations: Annotated[Path | None, typer.Option(
-        "--write-annotations", help="Write a template for hand scoring.")] = None,
-    prices: Annotated[Path | None, typer.Option(
-        "--prices", exists=True, dir_okay=False, help="Price table: {model: {input, output}} $/1M tokens.")] = None,
+    refine_over_chars: Annotated[
+        int | None, typer.Option("--refine-over-chars", help="Refine when the prompt is longer than this.")
+    ] = None,
+    refine_under_chars: Annotated[
+        int | None, typer.Option("--refine-under-chars", help="Refine when the draft is shorter than this.")
+    ] = None,
+    refine_topics: Annotated[
+        str | None, typer.Option("--refine-topics", help="Comma-separated flagged words, e.g. medical,legal.")
+    ] = None,
+    refine_below_logprob: Annotated[
+        float | None,
+        typer.Option(
+            "--refine-below-logprob",
+            help="Refine when the draft's mean token logprob is lower (needs logprobs).",
+        ),
+    ] = None,
+    refine_unknown: Annotated[
+        bool, typer.Option("--refine-unknown-confidence", help="Refine when the endpoint gives no logprobs.")
+    ] = False,
+    judge: Annotated[
+        str | None, typer.Option("--judge", help="Model that scores outputs 1-5 on the rubric.")
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            "--annotations", exists=True, dir_okay=False, help="Filled-in scores (from --write-annotations)."
+        ),
+    ] = None,
+    write_annotations: Annotated[
+        Path | None, typer.Option("--write-annotations", help="Write a template for hand scoring.")
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            "--prices", exists=True, dir_okay=False, help="Price table: {model: {input, output}} $/1M tokens."
+        ),
+    ] = None,
     small_price: Annotated[str | None, typer.Option("--small-price", help="IN,OUT $/1M tokens.")] = None,
     large_price: Annotated[str | None, typer.Option("--large-price", help="IN,OUT $/1M tokens.")] = None,
     device_cost: Annotated[float, typer.Option("--device-cost-per-hour", help="Local $/hour.")] = 0.0,
-    watts: Annotated[float | None, typer.Option("--watts", help="Mean power draw for an energy estimate.")] = None,
+    watts: Annotated[
+        float | None, typer.Option("--watts", help="Mean power draw for an energy estimate.")
+    ] = None,
     kwh_price: Annotated[float, typer.Option("--kwh-price")] = 0.30,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or md.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Report file (.json or .md).")] = None,
@@ -75,13 +110,17 @@ def command(
         err.print("[red]error:[/red] --format must be table, json or md")
         raise typer.Exit(2)
     try:
-        policy = HybridPolicy(
-            prompt_chars_over=refine_over_chars,
-            draft_chars_under=refine_under_chars,
-            topics=tuple(t.strip() for t in (refine_topics or "").split(",") if t.strip()),
-            min_confidence=refine_below_logprob,
-            refine_unknown_confidence=refine_unknown,
-        ) if hybrid else None
+        policy = (
+            HybridPolicy(
+                prompt_chars_over=refine_over_chars,
+                draft_chars_under=refine_under_chars,
+                topics=tuple(t.strip() for t in (refine_topics or "").split(",") if t.strip()),
+                min_confidence=refine_below_logprob,
+                refine_unknown_confidence=refine_unknown,
+            )
+            if hybrid
+            else None
+        )
         cfg = CompareConfig(
             small=ModelEntry(name=small, price=_price(small_price)),
             large=ModelEntry(name=large, endpoint=large_endpoint, price=_price(large_price)),

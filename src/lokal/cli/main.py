@@ -37,6 +37,10 @@ _GROUPS: list[tuple[str, str, str]] = [
 ]
 
 
+# Modules that add commands to a group defined elsewhere.
+_EXTENSIONS = ("lokal.cli.model_runtime",)
+
+
 def _register() -> None:
     for verb, module_name, help_text in _GROUPS:
         try:
@@ -49,6 +53,8 @@ def _register() -> None:
             app.command(name=verb, help=help_text)(module.command)
         else:
             app.add_typer(module.app, name=verb, help=help_text)
+    for name in _EXTENSIONS:
+        importlib.import_module(name)
 
 
 _register()

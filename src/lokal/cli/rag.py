@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -72,7 +72,7 @@ def _mode(value: str) -> Mode:
     if value not in MODES:
         err.print(f"[red]error:[/red] --mode must be one of {', '.join(MODES)}")
         raise typer.Exit(2)
-    return value  # type: ignore[return-value]
+    return cast(Mode, value)
 
 
 def _shown(path: str) -> str:
@@ -146,8 +146,9 @@ def ingest(
         out.print(
             f"[bold]{collection}[/bold]: {report.count('added')} added, {report.count('updated')} updated, "
             f"{report.count('unchanged')} unchanged, {report.count('deleted')} deleted, "
-            f"{report.count('skipped') - len(unsupported)} skipped; {report.chunks_written} chunks written in "
-            f"{report.seconds:.1f}s ({rate:.0f} chunks/s); collection now {docs} documents, {chunks} chunks"
+            f"{report.count('skipped') - len(unsupported)} skipped; "
+            f"{report.chunks_written} chunks written in {report.seconds:.1f}s ({rate:.0f} chunks/s); "
+            f"collection now {docs} documents, {chunks} chunks"
         )
 
     _run(go)
@@ -209,7 +210,7 @@ def ask(
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer from the collection only, streaming, with numbered citations; refuse when nothing is relevant."""
+    """Answer from the collection only, streaming, with numbered citations; refuse if nothing is relevant."""
     from lokal.rag.answer import ask as run_ask
 
     m, flt = _mode(mode), _pairs(filters, "--filter")
@@ -248,14 +249,12 @@ def ask(
     sys.stdout.write("\n\n")
     if answer.cited:
         out.print("[bold]Sources[/bold]")
-        for n in answer.cited:
-            out.print(
-                f"  {escape(citation_label(n, answer.sources[n - 1]))}  ({escape(_shown(answer.sources[n - 1].source))})"
-            )
+        listed = [(n, answer.sources[n - 1]) for n in answer.cited]
     else:
         out.print("[bold]Context given to the model[/bold] (the answer cites none of it)")
-        for n, h in enumerate(answer.sources, start=1):
-            out.print(f"  {escape(citation_label(n, h))}  ({escape(_shown(h.source))})")
+        listed = list(enumerate(answer.sources, start=1))
+    for n, h in listed:
+        out.print(f"  {escape(citation_label(n, h))}  ({escape(_shown(h.source))})")
 
 
 @app.command("eval")

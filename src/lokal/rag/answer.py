@@ -8,14 +8,15 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lokal.config import get_settings
 from lokal.errors import InvalidRequest, ModelNotFound, UpstreamError
 from lokal.rag.retrieve import Hit, Mode, Retriever
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, AsyncStream
+    from openai.types.chat import ChatCompletionChunk
 
 # MiniLM cosine: unrelated text sits near 0-0.15, a passage that answers the question usually above 0.4.
 DEFAULT_MIN_SCORE = 0.25
@@ -171,7 +172,7 @@ async def stream_completion(
             max_tokens=max_tokens,
             temperature=temperature,
         )
-        async for event in stream:
+        async for event in cast("AsyncStream[ChatCompletionChunk]", stream):
             if event.choices and event.choices[0].delta.content:
                 yield event.choices[0].delta.content
     except openai.OpenAIError as exc:

@@ -210,7 +210,7 @@ class Index:
         return {r[0]: DocumentRecord(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def replace_document(self, doc: DocumentRecord, chunks: list[ChunkRecord], vectors: np.ndarray) -> None:
-        """Call inside `transaction()`. The document's old chunks go; unchanged documents are never touched."""
+        """Call inside `transaction()`. The document's old chunks go; other documents are not touched."""
         if len(chunks) != len(vectors):
             raise ValueError("one vector per chunk")
         self._conn.execute("DELETE FROM documents WHERE path = ?", (doc.path,))
@@ -222,7 +222,8 @@ class Index:
         doc_id = cur.lastrowid
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         self._conn.executemany(
-            'INSERT INTO chunks (doc_id, ordinal, text, headings, location, start, "end", metadata, embedding) '
+            "INSERT INTO chunks "
+            '(doc_id, ordinal, text, headings, location, start, "end", metadata, embedding) '
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import fnmatch
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 
+from lokal.config import get_settings
 from lokal.rag.errors import EmptyCollection
 from lokal.rag.index import Index, StoredChunk
 
@@ -162,8 +164,7 @@ class Retriever:
         # Loading MiniLM takes seconds: a BM25-only search never pays for it.
         if self._embedder is None:
             e = self._embedder_or_factory
-            self._embedder = e if hasattr(e, "encode") else e()  # type: ignore[operator]
-        assert self._embedder is not None
+            self._embedder = e() if callable(e) and not hasattr(e, "encode") else cast(Embedder, e)
         return self._embedder
 
     def __len__(self) -> int:
@@ -184,7 +185,7 @@ class Retriever:
         return self._fields
 
     def mask(self, filters: Mapping[str, str] | None) -> np.ndarray:
-        """Which chunks pass all filters. Values are shell patterns: {"source": "*/guides/*", "kind": "pdf"}."""
+        """Which chunks pass all filters; values are shell patterns ({"source": "*/guides/*"})."""
         allowed = np.ones(len(self.chunks), dtype=bool)
         if not filters:
             return allowed
@@ -270,3 +271,39 @@ class Retriever:
         q = self.embed_query(query)
         row = {c.id: i for i, c in enumerate(self.chunks)}
         return [replace(h, dense=float(self.vectors[row[h.chunk_id]] @ q)) for h in hits]
+
+
+class RetrieverCache:
+    """One loaded Retriever per collection, reloaded when an ingest has changed the file since."""
+
+    def __init__(self, home: Path | None = None, embedder: Embedder | None = None) -> None:
+        self._home = home
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[Path, str], tuple[Index, Retriever, int]] = {}
+
+    @property
+    def home(self) -> Path:
+        return self._home or get_settings().home
+
+    def get(self, name: str) -> Retriever:
+        key = (self.home, name)
+        with self._lock:
+            if key in self._loaded:
+                index, retriever, inode = self._loaded[key]
+                # The inode tells a dropped and re-created collection from the one we hold open.
+                if _inode(index.path) == inode and index.generation() == retriever.generation:
+                    return retriever
+                index.close()
+                del self._loaded[key]
+            index = Index.open(name, self.home)  # raises CollectionNotFound
+            retriever = Retriever(index, self._embedder or default_embedder)
+            self._loaded[key] = (index, retriever, _inode(index.path))
+            return retriever
+
+
+def _inode(path: Path) -> int:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return -1

@@ -5,7 +5,6 @@ Errors are raised as lokal errors; the app's handler renders them in OpenAI's er
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from lokal.config import get_settings
 from lokal.errors import InvalidRequest
-from lokal.rag.index import DEFAULT_COLLECTION, Index, list_collections
-from lokal.rag.retrieve import Embedder, Mode, Retriever, default_embedder
+from lokal.rag.index import DEFAULT_COLLECTION, list_collections
+from lokal.rag.retrieve import Embedder, Mode, RetrieverCache
 
 
 class SearchRequest(BaseModel):
@@ -27,34 +25,6 @@ class SearchRequest(BaseModel):
     k: int = Field(default=5, ge=1, le=100)
     mode: Mode = "hybrid"
     filters: dict[str, str] | None = None
-
-
-class RetrieverCache:
-    """One loaded Retriever per collection, reloaded when an ingest has changed the file since."""
-
-    def __init__(self, home: Path | None = None, embedder: Embedder | None = None) -> None:
-        self._home = home
-        self._embedder = embedder
-        self._lock = threading.Lock()
-        self._loaded: dict[tuple[Path, str], tuple[Index, Retriever]] = {}
-
-    @property
-    def home(self) -> Path:
-        return self._home or get_settings().home
-
-    def get(self, name: str) -> Retriever:
-        key = (self.home, name)
-        with self._lock:
-            if key in self._loaded:
-                index, retriever = self._loaded[key]
-                if index.path.exists() and index.generation() == retriever.generation:
-                    return retriever
-                index.close()
-                del self._loaded[key]
-            index = Index.open(name, self.home)  # raises CollectionNotFound
-            retriever = Retriever(index, self._embedder or default_embedder)
-            self._loaded[key] = (index, retriever)
-            return retriever
 
 
 def _parse(body: Any) -> SearchRequest:

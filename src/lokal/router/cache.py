@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 # Parameters that change the answer; anything else (stream, user, ...) does not belong in the key.
-_KEY_PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format", "presence_penalty",
-               "frequency_penalty")
+_KEY_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 def cache_key(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:

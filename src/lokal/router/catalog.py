@@ -24,7 +24,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,7 +80,7 @@ class _Strict(BaseModel):
 class Endpoint(_Strict):
     base_url: str
     api_key_env: str | None = None
-    # "lokal" endpoints answer residency questions (GET /openai/loadedmodels, /lokal/ps); others are not asked.
+    # "lokal" endpoints answer residency questions (/openai/loadedmodels, /lokal/ps); others are not asked.
     kind: Literal["lokal", "openai"] = "openai"
     timeout_s: float | None = None
 
@@ -180,7 +181,7 @@ class RouterCatalog(_Strict):
         entry = self.models[name]
         if entry.endpoint in self.endpoints:
             return self.endpoints[entry.endpoint]
-        return Endpoint(base_url=local_base_url, kind="lokal")
+        return Endpoint(base_url=local_base_url, kind="lokal", api_key_env="LOKAL_API_KEY")
 
     def is_local(self, name: str) -> bool:
         return self.models[name].endpoint == LOCAL_ENDPOINT and LOCAL_ENDPOINT not in self.endpoints
@@ -323,15 +324,39 @@ class CatalogStore:
     A broken edit keeps the last good catalog in service and is reported in ``last_error``.
     """
 
-    def __init__(self, path: Path | None, default: RouterCatalog | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        default: RouterCatalog | Callable[[], RouterCatalog] | None = None,
+        *,
+        default_ttl_s: float = 5.0,
+    ) -> None:
         self.path = path
-        self._default = default
+        # A callable default is rebuilt now and then: the local models it derives from can change.
+        self._default_source = default
+        self._default_ttl = default_ttl_s
+        self._default_at = float("-inf")
+        self._default_cached: RouterCatalog | None = None
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._catalog: RouterCatalog | None = None
         self.last_error: CatalogError | None = None
         self.reloads = 0
         self.get()  # fail now, not on the first request, when the file is broken and there is no default
+
+    @property
+    def _default(self) -> RouterCatalog | None:
+        src = self._default_source
+        if src is None or isinstance(src, RouterCatalog):
+            return src
+        now = time.monotonic()
+        if self._default_cached is None or now - self._default_at > self._default_ttl:
+            self._default_cached, self._default_at = src(), now
+        return self._default_cached
+
+    @property
+    def using_default(self) -> bool:
+        return self._stamp is None
 
     def _file_stamp(self) -> tuple[int, int] | None:
         if self.path is None:

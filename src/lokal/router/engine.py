@@ -72,6 +72,13 @@ class IntentEngine:
                 self._semantic = sem
         return self._semantic
 
+    def detectors(self) -> tuple[RuleDetector, SemanticDetector, CombinedDetector] | None:
+        """All three detectors (loading MiniLM if needed), or None without the embedding extra."""
+        sem = self._ensure_semantic()
+        if sem is None or self._combined is None:
+            return None
+        return self.rules, sem, self._combined
+
     def detect(self, prompt: str, mode: DetectorMode) -> IntentResult:
         if mode == "rules":
             return self.rules.detect(prompt)

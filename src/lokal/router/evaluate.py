@@ -43,7 +43,7 @@ def read_labeled(path: Path) -> list[Labeled]:
             d = json.loads(line)
             rows.append(Labeled(str(d["prompt"]), str(d["intent"])))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InvalidRequest(f"{path}:{n}: expected {{\"prompt\": ..., \"intent\": ...}} ({exc})") from None
+            raise InvalidRequest(f'{path}:{n}: expected {{"prompt": ..., "intent": ...}} ({exc})') from None
     if not rows:
         raise InvalidRequest(f"{path}: no labeled prompts")
     return rows
@@ -195,4 +195,3 @@ def score_predictions(method: str, rows: Sequence[Labeled], predicted: Sequence[
 
 def evaluate(method: str, detector: Detector, rows: Sequence[Labeled]) -> EvalReport:
     return score_predictions(method, rows, [detector.detect(r.prompt).intent for r in rows])
-

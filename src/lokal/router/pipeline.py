@@ -110,7 +110,10 @@ class Pipeline:
         outputs: list[RoutedResult] = []
         for i, step in enumerate(steps, start=1):
             out = self.router.complete(
-                [{"role": "system", "content": STEP_SYSTEM.format(task=task)}, {"role": "user", "content": step}],
+                [
+                    {"role": "system", "content": STEP_SYSTEM.format(task=task)},
+                    {"role": "user", "content": step},
+                ],
                 router=self.router_name,
                 params=self.params,
                 kind="step",
@@ -119,10 +122,15 @@ class Pipeline:
             )
             outputs.append(out)
             yield PipelineEvent("step", i, len(steps), step, out)
-        body = "\n\n".join(f"Step {i}: {s}\nResult: {o.content.strip()}" for i, (s, o) in
-                           enumerate(zip(steps, outputs, strict=True), start=1))
+        body = "\n\n".join(
+            f"Step {i}: {s}\nResult: {o.content.strip()}"
+            for i, (s, o) in enumerate(zip(steps, outputs, strict=True), start=1)
+        )
         refine = self.router.complete(
-            [{"role": "system", "content": REFINE_SYSTEM}, {"role": "user", "content": f"Task: {task}\n\n{body}"}],
+            [
+                {"role": "system", "content": REFINE_SYSTEM},
+                {"role": "user", "content": f"Task: {task}\n\n{body}"},
+            ],
             router=self.router_name,
             params=self.params,
             intent="summarize",

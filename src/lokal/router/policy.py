@@ -103,8 +103,10 @@ def rank(
     if escalate and ordered:
         base_tier = catalog.models[ordered[0]].tier
         explicit = [n for n in catalog.policy.escalation.to if n in pool]
-        larger = sorted((n for n in pool if catalog.models[n].tier > base_tier), key=lambda n: (
-            -catalog.models[n].tier, *key(n)))
+        larger = sorted(
+            (n for n in pool if catalog.models[n].tier > base_tier),
+            key=lambda n: (-catalog.models[n].tier, *key(n)),
+        )
         targets = list(dict.fromkeys([*explicit, *larger]))
         if targets:
             roles.update({n: "escalation" for n in targets})

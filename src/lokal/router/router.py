@@ -1,4 +1,4 @@
-"""The router: detect the intent, pick models by policy, call them with retries and fallbacks, cache and trace.
+"""The router: detect the intent, pick models by policy, call them with retries and fallbacks; cache, trace.
 
 Works against any OpenAI-compatible endpoints named in the catalog, lokal included.
 """
@@ -22,6 +22,7 @@ from lokal.router.trace import TraceEvent, TraceWriter
 from lokal.router.upstream import CallFailed, ChatResult, UpstreamClients, estimate_tokens
 
 AUTO = "auto"
+LocalCall = Callable[[str, Sequence[Mapping[str, Any]], Mapping[str, Any], float], ChatResult]
 PROMPT_IN_TRACE = 160
 
 
@@ -36,7 +37,9 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
     return ""
 
 
@@ -62,8 +65,10 @@ class RoutedResult:
 
 
 class Router:
-    """``local_base_url`` is where the "local" endpoint lives (the lokal server, ``.../v1``). With ``None`` the
-    caller serves local models itself (the server's "auto" model) and local candidates carry no endpoint."""
+    """``local_base_url`` is where the "local" endpoint lives (the lokal server, ``.../v1``). With None the
+    caller serves local models itself (the server's "auto" model): local candidates carry no endpoint and
+    are called through ``local_call(model, messages, params, timeout_s) -> ChatResult``, which raises
+    ``CallFailed`` on failure."""
 
     def __init__(
         self,
@@ -75,6 +80,7 @@ class Router:
         trace: TraceWriter | None = None,
         cache: ResponseCache | None = None,
         clients: UpstreamClients | None = None,
+        local_call: LocalCall | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -92,6 +98,7 @@ class Router:
         self.clients = clients or UpstreamClients()
         self.cooldowns = Cooldowns(clock)
         self.ledger = BudgetLedger(clock)
+        self.local_call = local_call
         self._sleep = sleep
 
     @property
@@ -129,10 +136,7 @@ class Router:
         cat = self.catalog
         preset = self._preset(cat, router)
         prompt = last_user_text(messages)
-        if intent is not None:
-            found = IntentResult(intent, 1.0, "forced")
-        else:
-            found = self.detect(prompt, router)
+        found = IntentResult(intent, 1.0, "forced") if intent is not None else self.detect(prompt, router)
         tokens = estimate_tokens(" ".join(message_text(m.get("content")) for m in messages))
         want_escalation = preset is None or preset.escalation is not False
         why_up = escalation_reasons(cat.policy.escalation, prompt, tokens, found) if want_escalation else []
@@ -207,25 +211,47 @@ class Router:
         attempts: list[dict[str, Any]] = []
         started = time.perf_counter()
         for i, cand in enumerate(decision.candidates):
-            if cand.endpoint is None:
-                raise InvalidRequest(f"{cand.model} is served in-process; this router cannot call it directly")
             key = cache_key(f"{cand.upstream_model}@{cand.endpoint}", messages, params) if use_cache else ""
             if use_cache and self.cache is not None:
                 hit = self.cache.get(key)
                 if hit is not None:
-                    return self._finish(decision, cand, kind, step, started, messages, attempts, i > 0,
-                                        ChatResult(hit.content, hit.prompt_tokens, hit.completion_tokens, "stop"),
-                                        cache_hit=True)
+                    return self._finish(
+                        decision,
+                        cand,
+                        kind,
+                        step,
+                        started,
+                        messages,
+                        attempts,
+                        i > 0,
+                        ChatResult(hit.content, hit.prompt_tokens, hit.completion_tokens, "stop"),
+                        cache_hit=True,
+                    )
             result = self._call_with_retries(cat, cand, messages, params, attempts)
             if result is not None:
                 if use_cache and self.cache is not None:
-                    self.cache.put(key, CachedResponse(result.content, result.prompt_tokens,
-                                                       result.completion_tokens, cand.model))
+                    self.cache.put(
+                        key,
+                        CachedResponse(
+                            result.content, result.prompt_tokens, result.completion_tokens, cand.model
+                        ),
+                    )
                 return self._finish(decision, cand, kind, step, started, messages, attempts, i > 0, result)
         latency = (time.perf_counter() - started) * 1000
         summary = "; ".join(f"{a['model']}: {a['error']}" for a in attempts if a.get("error"))
-        self.record(decision, None, latency, None, summary, bool(attempts), False, kind=kind, step=step,
-                    messages=messages, attempts=attempts)
+        self.record(
+            decision,
+            None,
+            latency,
+            None,
+            summary,
+            bool(attempts),
+            False,
+            kind=kind,
+            step=step,
+            messages=messages,
+            attempts=attempts,
+        )
         raise NoRouteAvailable(f"every candidate failed: {summary}")
 
     def _call_with_retries(
@@ -243,18 +269,39 @@ class Router:
         for attempt in range(policy.retries + 1):
             t0 = time.perf_counter()
             try:
-                result = self.clients.chat(endpoint, cand.upstream_model, messages, params, timeout)
+                if cand.endpoint is not None:
+                    result = self.clients.chat(endpoint, cand.upstream_model, messages, params, timeout)
+                elif self.local_call is not None:
+                    result = self.local_call(cand.upstream_model, messages, params, timeout)
+                else:
+                    raise CallFailed(
+                        "local models are served in-process and no local_call was given",
+                        retryable=False,
+                        cool=False,
+                    )
             except CallFailed as exc:
-                attempts.append({"model": cand.model, "attempt": attempt + 1, "error": str(exc),
-                                 "ms": round((time.perf_counter() - t0) * 1000, 1)})
+                attempts.append(
+                    {
+                        "model": cand.model,
+                        "attempt": attempt + 1,
+                        "error": str(exc),
+                        "ms": round((time.perf_counter() - t0) * 1000, 1),
+                    }
+                )
                 if exc.cool:
                     self.cooldowns.fail(cand.model, policy.cooldown_s)
                 if not exc.retryable or attempt == policy.retries:
                     return None
                 self._sleep(policy.backoff_s * (2**attempt))
                 continue
-            attempts.append({"model": cand.model, "attempt": attempt + 1, "error": None,
-                             "ms": round((time.perf_counter() - t0) * 1000, 1)})
+            attempts.append(
+                {
+                    "model": cand.model,
+                    "attempt": attempt + 1,
+                    "error": None,
+                    "ms": round((time.perf_counter() - t0) * 1000, 1),
+                }
+            )
             self.cooldowns.ok(cand.model)
             return result
         return None
@@ -274,8 +321,19 @@ class Router:
     ) -> RoutedResult:
         latency = (time.perf_counter() - started) * 1000
         usage = (result.prompt_tokens, result.completion_tokens)
-        event = self.record(decision, cand.model, latency, usage, None, fallback_used, cache_hit, kind=kind,
-                            step=step, messages=messages, attempts=attempts)
+        event = self.record(
+            decision,
+            cand.model,
+            latency,
+            usage,
+            None,
+            fallback_used,
+            cache_hit,
+            kind=kind,
+            step=step,
+            messages=messages,
+            attempts=attempts,
+        )
         return RoutedResult(
             content=result.content,
             model=cand.model,

@@ -12,8 +12,16 @@ import openai
 from lokal.router.catalog import Endpoint
 
 # Parameters forwarded to the upstream; the router owns model selection and streaming.
-FORWARDED_PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format",
-                    "presence_penalty", "frequency_penalty")
+FORWARDED_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +90,19 @@ class UpstreamClients:
             status = exc.status_code
             server_side = status >= 500 or status == 429
             raise CallFailed(
-                f"HTTP {status}: {_error_message(exc)}", retryable=server_side, cool=server_side, status=status
+                f"HTTP {status}: {_error_message(exc)}",
+                retryable=server_side,
+                cool=server_side,
+                status=status,
             ) from None
         if not resp.choices:
             raise CallFailed("the upstream returned no choices", retryable=True, cool=True)
         choice = resp.choices[0]
         content = choice.message.content or ""
         if resp.usage is not None:
-            return ChatResult(content, resp.usage.prompt_tokens, resp.usage.completion_tokens, choice.finish_reason)
+            return ChatResult(
+                content, resp.usage.prompt_tokens, resp.usage.completion_tokens, choice.finish_reason
+            )
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
         return ChatResult(
             content, estimate_tokens(prompt_text), estimate_tokens(content), choice.finish_reason, True

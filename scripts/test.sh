@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install lokal with every extra and its test tools on a fresh machine, then run the test suite.
+# Usage: ./scripts/test.sh [pytest args]   (slow checks: ./scripts/test.sh -m slow)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Headless Chromium for the playground's browser tests (Debian packages; never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "warning: could not install chromium; browser tests will be skipped" >&2
+  fi
+fi
+
+# llama-cpp-python compiles from source; the native build crashes on quantized GGUFs on AVX-512/AMX CPUs,
+# and pip would reuse a cached native wheel and ignore CMAKE_ARGS, hence --no-cache-dir.
+if ! python -c "import llama_cpp" >/dev/null 2>&1; then
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" python -m pip install --no-cache-dir "llama-cpp-python==0.3.36"
+fi
+python -m pip install -q -e ".[all,test]"
+
+python -m pytest "$@"

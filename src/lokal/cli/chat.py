@@ -1,0 +1,59 @@
+"""`lokal chat`: the Chainlit chat UI over a RAG collection, answering with lokal (or any OpenAI endpoint)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from lokal.config import get_settings
+from lokal.rag.index import DEFAULT_COLLECTION
+
+
+def chainlit_command(host: str, port: int, headless: bool) -> list[str]:
+    # Located, not imported: importing Chainlit here would only slow the launcher down.
+    spec = importlib.util.find_spec("lokal.rag.chat_app")
+    assert spec is not None and spec.origin is not None
+    cmd = [sys.executable, "-m", "chainlit", "run", spec.origin, "--host", host, "--port", str(port)]
+    return [*cmd, "--headless"] if headless else cmd
+
+
+def command(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection selected at start.")] = (
+        DEFAULT_COLLECTION
+    ),
+    model: Annotated[str | None, typer.Option(help="Model selected at start [first offered].")] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint [lokal's /v1].")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LOKAL_RAG_API_KEY")] = None,
+    host: Annotated[str, typer.Option(help="Interface for the chat UI.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the chat UI.")] = 8000,
+    k: Annotated[int, typer.Option("-k", min=1, max=10, help="Passages per answer.")] = 4,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = True,
+) -> None:
+    """Launch the Chainlit chat UI (pip install "lokal[chat]")."""
+    if importlib.util.find_spec("chainlit") is None:
+        typer.echo('error: Chainlit is not installed: pip install "lokal[chat]"', err=True)
+        raise typer.Exit(1)
+    settings = get_settings()
+    root = settings.home / "chat"  # Chainlit keeps its config and uploads in its working folder
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["CHAINLIT_APP_ROOT"] = str(root)
+    env["LOKAL_CHAT_COLLECTION"] = collection
+    env["LOKAL_CHAT_K"] = str(k)
+    for key, value in (("MODEL", model), ("BASE_URL", base_url), ("API_KEY", api_key)):
+        if value:
+            env[f"LOKAL_CHAT_{key}"] = value
+    cmd = chainlit_command(host, port, headless=not open_browser)
+    typer.echo(f"lokal chat on http://{host}:{port} (collection {collection}); Ctrl-C to stop")
+    try:
+        code = subprocess.call(cmd, cwd=root, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)

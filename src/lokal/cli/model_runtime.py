@@ -1,0 +1,102 @@
+"""`lokal model synth|load|unload|ps`: the runtime side of `lokal model` (talks to a running server)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lokal.cli.model import app, err_out, fail, human_size, out, readable_errors
+from lokal.config import get_settings
+
+
+def _server() -> str:
+    return get_settings().base_url
+
+
+def _call(method: str, path: str, **params: Any) -> Any:
+    url = _server() + path
+    try:
+        resp = httpx.request(method, url, params={k: v for k, v in params.items() if v is not None}, timeout=600)
+    except httpx.ConnectError:
+        fail(f"no lokal server at {_server()}; start one with `lokal serve` (or set LOKAL_HOST/LOKAL_PORT)")
+    if resp.status_code >= 400:
+        try:
+            fail(resp.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            fail(f"{resp.status_code}: {resp.text[:200]}")
+    return resp.json()
+
+
+@app.command("synth")
+def synth(
+    like: Annotated[str, typer.Option(help="Real model whose shape to copy, e.g. qwen2.5-0.5b.")],
+    quant: Annotated[str, typer.Option(help="f32, f16, q8_0 or q4_0.")] = "q8_0",
+    alias: Annotated[str | None, typer.Option(help="Alias to register (default <like>-synthetic-<quant>).")] = None,
+) -> None:
+    """Write a random-weight GGUF with the exact shape of a real model, and register it (labelled SYNTHETIC)."""
+    from lokal.catalog.synth import synthesize
+    from lokal.engines.synthetic import shape_for
+
+    with readable_errors():
+        try:
+            shape = shape_for(like)
+        except ValueError as exc:
+            fail(str(exc))
+        console = err_out()
+        console.print(
+            f"writing a [yellow]synthetic[/] {like}-shaped model ({shape.parameters / 1e9:.2f} B parameters, "
+            f"{shape.n_layer} layers, {shape.n_embd} wide, {shape.n_head}/{shape.n_head_kv} heads, "
+            f"vocab {shape.n_vocab}), {quant}"
+        )
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as bar:
+            task = bar.add_task("layers", total=shape.n_layer + 2)
+            spec = synthesize(get_settings(), like, quant, alias,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+        size = spec.variants[0].size_bytes
+        out().print(f"[green]registered[/] [bold]{spec.alias}[/] ({human_size(size)}): {spec.description}")
+        out().print(f"serve it: lokal serve --model {spec.alias}   |   its text is noise")
+
+
+@app.command("load")
+def load(
+    name: Annotated[str, typer.Argument(help="Alias or variant id.")],
+    ttl: Annotated[float | None, typer.Option(help="Idle seconds before unload.")] = None,
+) -> None:
+    """Load a model into the running server."""
+    data = _call("POST", f"/lokal/models/{name}/load", ttl=ttl)
+    out().print(f"loaded [bold]{data['alias']}[/] ({data['id']}) in {data['load_seconds']:.2f}s")
+
+
+@app.command("unload")
+def unload(
+    name: Annotated[str, typer.Argument(help="Alias or variant id.")],
+    force: Annotated[bool, typer.Option(help="Unload even with requests in flight.")] = False,
+) -> None:
+    """Unload a model from the running server."""
+    data = _call("POST", f"/lokal/models/{name}/unload", force=str(force).lower())
+    out().print(f"unloaded {name}" if data["unloaded"] else f"{name} was not loaded")
+
+
+@app.command("ps")
+def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Models loaded in the running server: memory, TTL left, queue."""
+    data = _call("GET", "/lokal/ps")
+    if as_json:
+        import json
+
+        out().print_json(json.dumps(data))
+        return
+    table = Table(title=f"loaded models (server RSS {human_size(data['server_rss_bytes'])})")
+    for col in ("alias", "id", "engine", "memory", "load s", "TTL left s", "queue", "slots busy"):
+        table.add_column(col)
+    for m in data["models"]:
+        slots = f"{m['slots_busy']}/{m['slots']}" if "slots" in m and "slots_busy" in m else "-"
+        alias = m["alias"] + (" [yellow](synthetic)[/]" if m.get("synthetic") else "")
+        table.add_row(alias, m["id"], m["engine"], human_size(m["memory_bytes"]), f"{m['load_seconds']:.2f}",
+                      f"{m['ttl_left']:.0f}", str(m["queue_depth"]), slots)
+    out().print(table if data["models"] else "no models loaded")

@@ -1,0 +1,370 @@
+"""Foundry Local's REST contract beside /v1: code written for Foundry Local (SDK, CLI) runs unchanged.
+
+Routes: GET /foundry/list, GET /openai/status, /openai/models, /openai/loadedmodels, /openai/load/{id},
+/openai/unload/{id}, /openai/unloadall, POST /openai/download. Field names and error wording follow what
+`foundry-local-sdk` 0.5.x parses and validates (foundry_local/models.py, api.py, client.py).
+
+lokal's catalog has no Foundry `version`, `promptTemplate` or execution provider: they are derived here from
+the variant id (`<name>:<version>`), the chat template family and the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from lokal import hardware
+from lokal.catalog.download import download, source_url
+from lokal.catalog.spec import ModelSpec, Variant
+from lokal.errors import LokalError, ModelNotDownloaded
+from lokal.server.body import validation_message
+from lokal.server.state import AppState
+
+log = logging.getLogger("lokal.server.foundry")
+
+# The SDK turns exactly this phrase into its "download it first" error (FoundryLocalManager.load_model).
+NOT_DOWNLOADED_PHRASE = "No OpenAIService provider found for modelName"
+PIPE_NAME = "lokal"  # Foundry reports a named pipe; lokal has none, the name only fills the field
+_NO_AUTO_UNLOAD_SECONDS = 10 * 365 * 24 * 3600.0  # `unload=false`: kept loaded; finite so it serialises
+
+DEVICE_TYPES = {"cpu": "CPU", "cuda": "GPU", "npu": "NPU"}
+EXECUTION_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "npu": "QNNExecutionProvider",
+}
+MODEL_TYPES = {
+    "llamacpp": "GGUF",
+    "onnx": "ONNX",
+    "sentence-transformers": "SentenceTransformers",
+    "remote": "Remote",
+}
+
+# Foundry's promptTemplate uses `{Content}` as the placeholder. lokal formats prompts with the GGUF's own
+# template; these are informational, keyed by the catalog's chat_template family.
+_CHATML = {
+    "system": "<|im_start|>system\n{Content}<|im_end|>",
+    "user": "<|im_start|>user\n{Content}<|im_end|>",
+    "assistant": "<|im_start|>assistant\n{Content}<|im_end|>",
+    "prompt": "<|im_start|>user\n{Content}<|im_end|>\n<|im_start|>assistant",
+}
+PROMPT_TEMPLATES: dict[str, dict[str, str]] = {
+    "chatml": _CHATML,
+    "qwen": _CHATML,
+    "phi3": {
+        "system": "<|system|>\n{Content}<|end|>",
+        "user": "<|user|>\n{Content}<|end|>",
+        "assistant": "<|assistant|>\n{Content}<|end|>",
+        "prompt": "<|user|>\n{Content}<|end|>\n<|assistant|>",
+    },
+    "phi4": {
+        "system": "<|system|>{Content}<|end|>",
+        "user": "<|user|>{Content}<|end|>",
+        "assistant": "<|assistant|>{Content}<|end|>",
+        "prompt": "<|user|>{Content}<|end|><|assistant|>",
+    },
+    "llama3": {
+        "system": "<|start_header_id|>system<|end_header_id|>\n\n{Content}<|eot_id|>",
+        "user": "<|start_header_id|>user<|end_header_id|>\n\n{Content}<|eot_id|>",
+        "assistant": "<|start_header_id|>assistant<|end_header_id|>\n\n{Content}<|eot_id|>",
+        "prompt": "<|start_header_id|>user<|end_header_id|>\n\n{Content}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    },
+    "mistral": {
+        "user": "[INST] {Content} [/INST]",
+        "assistant": "{Content}</s>",
+        "prompt": "[INST] {Content} [/INST]",
+    },
+    "gemma": {
+        "user": "<start_of_turn>user\n{Content}<end_of_turn>\n",
+        "assistant": "<start_of_turn>model\n{Content}<end_of_turn>\n",
+        "prompt": "<start_of_turn>user\n{Content}<end_of_turn>\n<start_of_turn>model\n",
+    },
+    "deepseek-coder": {
+        "system": "{Content}\n",
+        "user": "### Instruction:\n{Content}\n",
+        "assistant": "### Response:\n{Content}\n<|EOT|>\n",
+        "prompt": "### Instruction:\n{Content}\n### Response:\n",
+    },
+    "harmony": {
+        "system": "<|start|>system<|message|>{Content}<|end|>",
+        "user": "<|start|>user<|message|>{Content}<|end|>",
+        "assistant": "<|start|>assistant<|channel|>final<|message|>{Content}<|end|>",
+        "prompt": "<|start|>user<|message|>{Content}<|end|><|start|>assistant",
+    },
+}
+
+
+# -- catalog entries ---------------------------------------------------------------------------------------
+
+
+def ordered_variants(state: AppState) -> list[tuple[ModelSpec, Variant]]:
+    """Every variant, each alias's variants best-first for this machine.
+
+    The SDK picks the first catalog entry of an alias, so this order is how `get_model_info(alias)` agrees
+    with Catalog.resolve(alias): GPU before CPU when a GPU is present, devices this machine lacks last.
+    """
+    devices = hardware.devices(state.settings)
+    rank = {d: i for i, d in enumerate(devices)}
+    out: list[tuple[ModelSpec, Variant]] = []
+    for spec in state.catalog.specs():
+        ranked = sorted(enumerate(spec.variants), key=lambda iv: (rank.get(iv[1].device, len(rank)), iv[0]))
+        out.extend((spec, v) for _, v in ranked)
+    return out
+
+
+def _uri(state: AppState, variant: Variant) -> str:
+    if variant.engine == "remote":
+        return variant.base_url or ""
+    if variant.path:
+        return Path(variant.path).expanduser().absolute().as_uri()
+    try:
+        return source_url(variant, state.settings)
+    except LokalError:
+        return ""
+
+
+def _provider_type(variant: Variant) -> str:
+    if variant.engine == "remote":
+        return "Remote"
+    if variant.path:
+        return "Local"
+    if variant.url:
+        return "Url"
+    return "HuggingFace"
+
+
+def _size_mb(state: AppState, variant: Variant) -> int:
+    size = variant.size_bytes
+    if size is None and variant.engine != "remote":
+        path = state.locate(variant)
+        if path is not None and path.is_file():
+            size = path.stat().st_size
+        elif path is not None and path.is_dir():
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return round((size or 0) / 2**20)
+
+
+def list_entry(state: AppState, spec: ModelSpec, variant: Variant) -> dict[str, Any]:
+    """One /foundry/list element, every field the SDK's FoundryListResponseModel requires."""
+    hub = state.settings.hf_endpoint.rstrip("/")
+    return {
+        "name": variant.id,
+        "displayName": spec.display_name or spec.alias,
+        "modelType": MODEL_TYPES.get(variant.engine, variant.engine),
+        "providerType": _provider_type(variant),
+        "uri": _uri(state, variant),
+        "version": str(variant.version),
+        "promptTemplate": PROMPT_TEMPLATES.get((spec.chat_template or "").lower()),
+        "publisher": spec.publisher,
+        "task": spec.task,
+        "runtime": {
+            "deviceType": DEVICE_TYPES.get(variant.device, "CPU"),
+            "executionProvider": EXECUTION_PROVIDERS.get(variant.device, "CPUExecutionProvider"),
+        },
+        "fileSizeMb": _size_mb(state, variant),
+        "modelSettings": {"parameters": []},
+        "alias": spec.alias,
+        "supportsToolCalling": spec.supports_tools,
+        "license": spec.license,
+        "licenseDescription": spec.license_url or spec.license,
+        "parentModelUri": f"{hub}/{variant.repo}" if variant.repo else "",
+        "maxOutputTokens": spec.max_output_tokens,
+        "minFLVersion": None,
+    }
+
+
+# -- downloads ---------------------------------------------------------------------------------------------
+
+
+class DownloadModel(BaseModel):
+    """The SDK's `FoundryModelInfo.to_download_body()`; only the name matters (the catalog has the source)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(validation_alias=AliasChoices("Name", "name"))
+
+
+class DownloadRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | DownloadModel
+    token: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model if isinstance(self.model, str) else self.model.name
+
+
+def _outcome(success: bool, message: str | None) -> str:
+    return json.dumps({"success": success, "errorMessage": message}) + "\n"
+
+
+def _progress_line(variant: Variant, done: int, total: int | None) -> str:
+    mb = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+    if not total:
+        return f"{variant.filename} {mb}\n"
+    # Percentage first: the SDK takes the first "NN.N%" on the line, and file names may hold digits.
+    return f"{min(100.0, 100.0 * done / total):5.1f}% {variant.filename} {mb}\n"
+
+
+async def _download_stream(state: AppState, variant: Variant, token: str | None) -> AsyncIterator[str]:
+    """Progress lines while the blocking download runs in a thread, then one JSON line with the outcome."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[int, int | None] | None] = asyncio.Queue()
+    cancel = threading.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (done, total))
+
+    def run() -> Path:
+        return download(variant, state.settings, token=token, progress=progress, cancel=cancel)
+
+    task: asyncio.Future[Path] = asyncio.ensure_future(asyncio.to_thread(run))
+    task.add_done_callback(lambda _: events.put_nowait(None))
+    last_pct, last_at = -1.0, 0.0
+    try:
+        yield f"  0.0% {variant.filename} starting download of {variant.id}\n"
+        while (item := await events.get()) is not None:
+            done, total = item
+            pct = 100.0 * done / total if total else -1.0
+            now = time.monotonic()
+            finished = total is not None and done >= total
+            if finished or (now - last_at >= 0.25 and pct != last_pct):
+                last_pct, last_at = pct, now
+                yield _progress_line(variant, done, total)
+        try:
+            task.result()
+        except LokalError as exc:
+            yield _outcome(False, exc.message)
+        except Exception as exc:  # any failure must still end the stream with Foundry's outcome object
+            log.exception("download of %s failed", variant.id)
+            yield _outcome(False, f"{type(exc).__name__}: {exc}")
+        else:
+            yield _outcome(True, None)
+    finally:
+        # The client went away (or we are done): stop the transfer; a `.part` stays for the next attempt.
+        cancel.set()
+        if not task.done():
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+# -- routes ------------------------------------------------------------------------------------------------
+
+router = APIRouter(tags=["foundry"])
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.lokal
+    return state
+
+
+@router.get("/foundry/list")
+async def foundry_list(request: Request) -> list[dict[str, Any]]:
+    state = _state(request)
+    return [list_entry(state, spec, variant) for spec, variant in ordered_variants(state)]
+
+
+@router.get("/openai/status")
+async def openai_status(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    endpoints = [str(request.base_url).rstrip("/")]
+    model_dir = str(state.settings.models_dir)
+    # The SDK reads camelCase; Foundry's REST reference spells the same fields in PascalCase.
+    return {
+        "endpoints": endpoints,
+        "modelDirPath": model_dir,
+        "pipeName": PIPE_NAME,
+        "Endpoints": endpoints,
+        "ModelDirPath": model_dir,
+        "PipeName": PIPE_NAME,
+    }
+
+
+@router.get("/openai/models")
+async def openai_models(request: Request) -> list[str]:
+    state = _state(request)
+    return [variant.id for _, variant in ordered_variants(state) if state.is_cached(variant)]
+
+
+@router.get("/openai/loadedmodels")
+async def openai_loaded(request: Request) -> list[str]:
+    return [lm.id for lm in _state(request).manager.loaded()]
+
+
+@router.get("/openai/load/{name}")
+async def openai_load(
+    request: Request, name: str, ttl: float | None = None, unload: bool = True, ep: str | None = None
+) -> dict[str, Any]:
+    """Load a model. `ttl` > 0 sets its idle lifetime; `unload=false` without ttl keeps it loaded.
+
+    `ep` (execution provider) is accepted and ignored: the catalog variant decides the device.
+    """
+    if ttl is not None and ttl > 0:
+        keep: float | None = ttl
+    elif not unload:
+        keep = _NO_AUTO_UNLOAD_SECONDS
+    else:
+        keep = None
+    try:
+        lm = await _state(request).manager.get(name, ttl=keep)
+    except ModelNotDownloaded as exc:
+        raise ModelNotDownloaded(f"{NOT_DOWNLOADED_PHRASE} {name}: {exc.message}", param="model") from None
+    return {"id": lm.id, "alias": lm.spec.alias, "ttl": lm.ttl, "loadSeconds": lm.engine.info.load_seconds}
+
+
+@router.get("/openai/unload/{name}")
+async def openai_unload(request: Request, name: str, force: bool = False) -> dict[str, Any]:
+    return {"unloaded": await _state(request).manager.unload(name, force=force)}
+
+
+@router.get("/openai/unloadall")
+async def openai_unload_all(request: Request) -> dict[str, Any]:
+    manager = _state(request).manager
+    ids = [lm.id for lm in manager.loaded()]
+    for model_id in ids:
+        await manager.unload(model_id, force=True)
+    return {"unloaded": ids}
+
+
+@router.post("/openai/download")
+async def openai_download(request: Request) -> Response:
+    """Stream progress lines ("NN.N% file a/b MB"), then {"success": bool, "errorMessage": str|null}.
+
+    The request's Uri is not trusted: the catalog entry named by model.Name says where the bytes come from.
+    """
+    state = _state(request)
+    try:
+        body = DownloadRequest.model_validate(json.loads(await request.body()))
+        _, variant = state.catalog.resolve(body.name)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return JSONResponse({"success": False, "errorMessage": f"malformed JSON: {exc}"}, status_code=400)
+    except ValidationError as exc:
+        message, _ = validation_message(exc)
+        return JSONResponse({"success": False, "errorMessage": message}, status_code=400)
+    except LokalError as exc:
+        return JSONResponse({"success": False, "errorMessage": exc.message}, status_code=exc.status_code)
+    if state.is_cached(variant):
+        return StreamingResponse(
+            iter([f"100.0% {variant.filename} already in the cache\n", _outcome(True, None)]),
+            media_type="text/plain; charset=utf-8",
+        )
+    return StreamingResponse(
+        _download_stream(state, variant, body.token),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def install(app: FastAPI, state: AppState) -> None:
+    app.include_router(router)

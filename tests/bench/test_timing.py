@@ -1,0 +1,105 @@
+"""The bench's numbers against a server whose timing is scripted: TTFT, ITL, tokens, decomposition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lokal.bench.runner import run_bench
+from lokal.bench.scripted_server import Script
+from tests.bench.conftest import Factory
+from tests.bench.helpers import config, prompts
+
+TTFT, ITL, TOKENS = 0.050, 0.010, 12
+MS = 1e-3
+
+
+def test_ttft_and_itl_match_the_script_within_a_few_ms(scripted: Factory) -> None:
+    srv = scripted(Script(ttft_s=TTFT, itl_s=ITL, tokens=TOKENS))
+    res = run_bench(config(srv, "m", prompts=prompts(6), rounds=3, warmup_rounds=1))
+    m = res.models[0]
+    assert m.status == "ok"
+    sm = m.steps[0].summary
+    ttft, itl, e2e = sm.stat("ttft_s"), sm.stat("itl_s"), sm.stat("e2e_s")
+    assert ttft is not None and itl is not None and e2e is not None
+    assert ttft.n == 18 and itl.n == 18 * (TOKENS - 1)
+    # The client sees the script plus loopback transit and request parsing: never less, a few ms more.
+    assert TTFT <= ttft.p50 <= TTFT + 5 * MS
+    assert TTFT <= ttft.p95 <= TTFT + 10 * MS
+    assert abs(itl.p50 - ITL) <= 2 * MS
+    assert abs(itl.p95 - ITL) <= 5 * MS
+    assert abs(itl.mean - ITL) <= 1 * MS  # the server keeps absolute deadlines: no drift
+    expected_e2e = TTFT + (TOKENS - 1) * ITL
+    assert expected_e2e <= e2e.p50 <= expected_e2e + 8 * MS
+
+
+def test_token_counts_are_exact_from_usage(scripted: Factory) -> None:
+    srv = scripted(Script(tokens=TOKENS))
+    res = run_bench(config(srv, "m", prompts=prompts(4), max_tokens=100))
+    records = res.models[0].records
+    assert [r.completion_tokens for r in records] == [TOKENS] * 4
+    assert [r.prompt_tokens for r in records] == [3, 4, 5, 6]  # word counts of prompts(4)
+    assert {r.completion_token_source for r in records} == {"usage"}
+    body = srv.stats.bodies[0]
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["temperature"] == 0 and body["seed"] == 1234  # deterministic mode
+
+
+def test_max_tokens_caps_the_output(scripted: Factory) -> None:
+    srv = scripted(Script(tokens=50))
+    res = run_bench(config(srv, "m", max_tokens=7))
+    assert {r.completion_tokens for r in res.models[0].records} == {7}
+
+
+def test_without_usage_counts_chunks_and_marks_the_estimate(scripted: Factory) -> None:
+    srv = scripted(Script(tokens=9, usage=False))
+    res = run_bench(config(srv, "m"))
+    step = res.models[0].steps[0]
+    assert {r.completion_tokens for r in step.records} == {9}
+    assert {r.completion_token_source for r in step.records} == {"chunks"}
+    assert step.summary.token_source.startswith("estimated:")
+
+
+def test_without_usage_a_tokenizer_counts_exactly(scripted: Factory, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # one token per word, as the scripted server counts
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    srv = scripted(Script(tokens=6, usage=False))
+    res = run_bench(config(srv, "m", stream=False, tokenizer=str(path)))
+    records = res.models[0].records
+    assert [r.prompt_tokens for r in records] == [3, 4, 5, 6]
+    assert {r.completion_tokens for r in records} == {6}
+    assert {r.completion_token_source for r in records} == {"tokenizer"}
+
+
+def test_non_streaming_measures_end_to_end_only(scripted: Factory) -> None:
+    srv = scripted(Script(ttft_s=0.02, itl_s=0.005, tokens=5))
+    res = run_bench(config(srv, "m", stream=False))
+    sm = res.models[0].steps[0].summary
+    e2e = sm.stat("e2e_s")
+    assert sm.stat("ttft_s") is None and sm.stat("itl_s") is None
+    assert e2e is not None and 0.04 <= e2e.p50 <= 0.04 + 8 * MS
+    assert "stream_options" not in srv.stats.bodies[0]
+    assert {r.completion_tokens for r in res.models[0].records} == {5}
+
+
+def test_latency_decomposition_adds_up(scripted: Factory) -> None:
+    srv = scripted(Script(ttft_s=0.03, itl_s=0.005, tokens=6))
+    res = run_bench(config(srv, "m"))
+    for r in res.models[0].records:
+        parts = [r.phase_prepare_s, r.phase_send_s, r.phase_first_token_s, r.phase_completion_s]
+        assert all(p is not None and p >= 0 for p in parts)
+        assert sum(p for p in parts if p is not None) == pytest.approx(r.e2e_s, abs=1e-6)
+        assert r.phase_first_token_s is not None and r.phase_first_token_s >= 0.03 - 5 * MS
+        assert r.phase_completion_s == pytest.approx(5 * 0.005, abs=5 * MS)
+
+
+def test_logprobs_are_averaged_when_asked(scripted: Factory) -> None:
+    srv = scripted(Script(tokens=4, logprob=-0.75))
+    res = run_bench(config(srv, "m", logprobs=True))
+    assert {r.mean_logprob for r in res.models[0].records} == {-0.75}
+    assert srv.stats.bodies[0]["logprobs"] is True
