@@ -83,10 +83,14 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+# No proxy: an HTTP(S)_PROXY meant for the internet must not intercept calls to the local server.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _health(url: str, timeout: float = 1.0) -> int | None:
     """HTTP status of GET /health, or None when nothing answers."""
     try:
-        with urllib.request.urlopen(url + "/health", timeout=timeout) as resp:  # noqa: S310 - http to loopback
+        with _OPENER.open(url + "/health", timeout=timeout) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

@@ -10,7 +10,7 @@ from lokal.bench.scripted_server import ScriptedServer
 
 
 def prompts(n: int) -> list[Prompt]:
-    """n short prompts whose word counts are known: prompt i has i+3 words (the scripted server counts words)."""
+    """n prompts with known token counts: prompt i has i+3 words, and the scripted server counts words."""
     return [Prompt(f"p{i}", ({"role": "user", "content": " ".join(["word"] * (i + 3))},)) for i in range(n)]
 
 

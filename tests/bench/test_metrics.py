@@ -40,10 +40,24 @@ def test_tpot_and_tokens_per_second_per_request() -> None:
 
 def test_summary_throughput_goodput_and_error_kinds() -> None:
     recs = [
-        _rec(ttft_s=0.05, e2e_s=0.5, completion_tokens=10, prompt_tokens=4, itl_s=[0.05] * 9,
-             prompt_token_source="usage", completion_token_source="usage"),
-        _rec(ttft_s=0.30, e2e_s=0.8, completion_tokens=10, prompt_tokens=4, itl_s=[0.05] * 9,
-             prompt_token_source="usage", completion_token_source="usage"),
+        _rec(
+            ttft_s=0.05,
+            e2e_s=0.5,
+            completion_tokens=10,
+            prompt_tokens=4,
+            itl_s=[0.05] * 9,
+            prompt_token_source="usage",
+            completion_token_source="usage",
+        ),
+        _rec(
+            ttft_s=0.30,
+            e2e_s=0.8,
+            completion_tokens=10,
+            prompt_tokens=4,
+            itl_s=[0.05] * 9,
+            prompt_token_source="usage",
+            completion_token_source="usage",
+        ),
         _rec(ok=False, error_kind="http_500", e2e_s=0.01),
     ]
     s = summarize(recs, duration_s=2.0, slo=SLO(ttft_s=0.1))
@@ -59,8 +73,15 @@ def test_summary_throughput_goodput_and_error_kinds() -> None:
 
 
 def test_estimated_token_counts_are_labelled() -> None:
-    recs = [_rec(e2e_s=1, completion_tokens=5, prompt_tokens=3, completion_token_source="chunks",
-                 prompt_token_source="chars/4")]
+    recs = [
+        _rec(
+            e2e_s=1,
+            completion_tokens=5,
+            prompt_tokens=3,
+            completion_token_source="chunks",
+            prompt_token_source="chars/4",
+        )
+    ]
     assert summarize(recs, duration_s=1).token_source == "estimated:chars/4,chunks"
 
 
@@ -72,8 +93,11 @@ def test_builtin_prompts_are_fixed_and_unique() -> None:
 
 def test_prompt_file_accepts_strings_and_objects(tmp_path: Path) -> None:
     f = tmp_path / "p.json"
-    f.write_text(json.dumps(["hello there", {"id": "x", "messages": [{"role": "user", "content": "hi"}],
-                                             "max_tokens": 7}]))
+    f.write_text(
+        json.dumps(
+            ["hello there", {"id": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}]
+        )
+    )
     ps = load_prompts(f)
     assert [p.id for p in ps] == ["p0", "x"]
     assert ps[1].max_tokens == 7 and ps[0].text == "hello there"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lokal.bench.runner import run_bench
@@ -25,13 +26,42 @@ def test_ttft_and_itl_match_the_script_within_a_few_ms(scripted: Factory) -> Non
     assert ttft is not None and itl is not None and e2e is not None
     assert ttft.n == 18 and itl.n == 18 * (TOKENS - 1)
     # The client sees the script plus loopback transit and request parsing: never less, a few ms more.
-    assert TTFT <= ttft.p50 <= TTFT + 5 * MS
-    assert TTFT <= ttft.p95 <= TTFT + 10 * MS
+    # p95 gets more room: this box has 2 cores shared with other jobs, and the server shares our GIL.
+    assert TTFT <= ttft.p50 <= TTFT + 6 * MS
+    assert TTFT <= ttft.p95 <= TTFT + 15 * MS
     assert abs(itl.p50 - ITL) <= 2 * MS
-    assert abs(itl.p95 - ITL) <= 5 * MS
+    assert abs(itl.p95 - ITL) <= 6 * MS
     assert abs(itl.mean - ITL) <= 1 * MS  # the server keeps absolute deadlines: no drift
     expected_e2e = TTFT + (TOKENS - 1) * ITL
     assert expected_e2e <= e2e.p50 <= expected_e2e + 8 * MS
+
+
+def test_per_request_timing_matches_what_the_server_did(scripted: Factory) -> None:
+    """Against the server's own write timestamps (same clock), request by request: jitter included."""
+    srv = scripted(Script(ttft_s=0.03, itl_s=0.006, tokens=10))
+    res = run_bench(config(srv, "m", prompts=prompts(6), rounds=2))
+    step = res.models[0].steps[0]
+    records = step.records
+    assert step.t0_perf_s is not None
+    assert len(records) == len(srv.stats.writes) == 12  # sequential: arrival order is send order
+    # Truth: the server wrote token 0 at w[0]; the request left the client at t0 + start_s.
+    ttft_dev = [
+        r.ttft_s - (w[0] - (step.t0_perf_s + r.start_s))
+        for r, w in zip(records, srv.stats.writes, strict=True)
+        if r.ttft_s is not None
+    ]
+    itl_dev = [
+        abs(c - s)
+        for r, w in zip(records, srv.stats.writes, strict=True)
+        for c, s in zip(r.itl_s, np.diff(w), strict=True)
+    ]
+    assert len(ttft_dev) == 12 and len(itl_dev) == 12 * 9
+    assert min(ttft_dev) > 0  # the client can only see a token after the server wrote it
+    print(f"TTFT deviation p50 {np.percentile(ttft_dev, 50) / MS:.2f} ms, p95 {np.percentile(ttft_dev, 95) / MS:.2f}")
+    assert np.percentile(ttft_dev, 50) <= 3 * MS
+    assert np.percentile(ttft_dev, 95) <= 8 * MS
+    assert np.percentile(itl_dev, 50) <= 1 * MS
+    assert np.percentile(itl_dev, 95) <= 6 * MS
 
 
 def test_token_counts_are_exact_from_usage(scripted: Factory) -> None:
@@ -94,7 +124,9 @@ def test_latency_decomposition_adds_up(scripted: Factory) -> None:
         parts = [r.phase_prepare_s, r.phase_send_s, r.phase_first_token_s, r.phase_completion_s]
         assert all(p is not None and p >= 0 for p in parts)
         assert sum(p for p in parts if p is not None) == pytest.approx(r.e2e_s, abs=1e-6)
-        assert r.phase_first_token_s is not None and r.phase_first_token_s >= 0.03 - 5 * MS
+        head = [r.phase_prepare_s, r.phase_send_s, r.phase_first_token_s]
+        assert r.ttft_s == pytest.approx(sum(p for p in head if p is not None), abs=1e-6)
+        assert r.ttft_s is not None and r.ttft_s >= 0.03
         assert r.phase_completion_s == pytest.approx(5 * 0.005, abs=5 * MS)
 
 

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -38,19 +39,29 @@ def write_hf_model(directory: Path, seed: int = 0) -> Path:
     tok.decoder = decoders.ByteLevel()
     # GPT-2's byte-to-unicode map keeps "!".."~" as themselves and writes space and newline as these two.
     alphabet = [chr(c) for c in range(0x21, 0x7F)] + ["\u0120", "\u010a"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, initial_alphabet=alphabet,
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=alphabet, show_progress=False
+    )
     tok.train_from_iterator(CORPUS * 10, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHATML
     fast.model_max_length = CONTEXT
     fast.save_pretrained(directory)
 
+    eos, bos = (fast.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|im_start|>"))
+    assert isinstance(eos, int) and isinstance(bos, int)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-        eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"), bos_token_id=fast.convert_tokens_to_ids("<|im_start|>"),
-        pad_token_id=fast.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=CONTEXT,
+        eos_token_id=eos,
+        bos_token_id=bos,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
@@ -62,11 +73,26 @@ def build_tiny_onnx(directory: Path, seed: int = 0) -> Path:
     hf = write_hf_model(directory / "hf", seed)
     out = directory / "onnx"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
-           "-p", "fp32", "-e", "cpu", "-c", str(directory / "cache")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(hf),
+        "-o",
+        str(out),
+        "-p",
+        "fp32",
+        "-e",
+        "cpu",
+        "-c",
+        str(directory / "cache"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0 or not (out / "genai_config.json").is_file():
-        raise RuntimeError(f"onnxruntime-genai model builder failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"onnxruntime-genai model builder failed ({done.returncode}):\n{done.stderr[-4000:]}"
+        )
     return out
 
 

@@ -28,6 +28,9 @@ class StepResult:
     truncated: bool = False  # the duration bound stopped it before every request was sent
     slo_ok: bool | None = None
     schedule_s: list[float] | None = None  # intended send offsets for the rate patterns
+    # perf_counter at the level's start: record i was sent at t0_perf_s + start_s. Lets a same-host server's
+    # timestamps (time.perf_counter is CLOCK_MONOTONIC on Linux) be lined up with the client's.
+    t0_perf_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +40,7 @@ class StepResult:
             "slo_ok": self.slo_ok,
             "summary": self.summary.to_dict(),
             "schedule_s": self.schedule_s,
+            "t0_perf_s": self.t0_perf_s,
             "requests": [r.to_dict() for r in self.records],
         }
 
@@ -49,6 +53,7 @@ class StepResult:
             truncated=bool(d.get("truncated")),
             slo_ok=d.get("slo_ok"),
             schedule_s=d.get("schedule_s"),
+            t0_perf_s=d.get("t0_perf_s"),
         )
 
 

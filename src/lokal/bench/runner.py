@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,14 @@ class ProgressEvent:
 
 
 ProgressFn = Callable[[ProgressEvent], None]
+
+
+class _Loop(NamedTuple):
+    records: list[RequestRecord]
+    truncated: bool
+    t0: float
+    duration_s: float
+    offsets: list[float] | None = None
 
 
 def schedule(pattern: LoadPattern, n: int, seed: int | None = None) -> list[float]:
@@ -109,7 +117,7 @@ class _ModelRun:
 
     async def closed_loop(
         self, jobs: Sequence[Job], concurrency: int, phase: Literal["warmup", "measure"], step: str
-    ) -> tuple[list[RequestRecord], bool, float]:
+    ) -> _Loop:
         """`concurrency` workers, each sending its next request as soon as its last one finished."""
         records: list[RequestRecord | None] = [None] * len(jobs)
         pending = iter(enumerate(jobs))
@@ -126,11 +134,9 @@ class _ModelRun:
                 records[i] = await self._one(job, t0, phase, step)
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(jobs))))))
-        return [r for r in records if r is not None], truncated, time.perf_counter() - t0
+        return _Loop([r for r in records if r is not None], truncated, t0, time.perf_counter() - t0)
 
-    async def open_loop(
-        self, jobs: Sequence[Job], pattern: LoadPattern, step: str
-    ) -> tuple[list[RequestRecord], bool, float, list[float]]:
+    async def open_loop(self, jobs: Sequence[Job], pattern: LoadPattern, step: str) -> _Loop:
         """Requests sent on a clock regardless of how many are still running (optionally capped)."""
         offsets = schedule(pattern, len(jobs), self.config.seed)
         cap = asyncio.Semaphore(pattern.max_concurrency) if pattern.max_concurrency else None
@@ -154,7 +160,7 @@ class _ModelRun:
                 break
             tasks.append(asyncio.create_task(send(job)))
         records = list(await asyncio.gather(*tasks))
-        return records, truncated, time.perf_counter() - t0, offsets[: len(records)]
+        return _Loop(records, truncated, t0, time.perf_counter() - t0, offsets[: len(records)])
 
     def _deadline(self) -> float | None:
         d = self.config.max_duration_s
@@ -163,18 +169,25 @@ class _ModelRun:
     async def run_level(self, pattern: LoadPattern) -> StepResult:
         jobs = [(r, p) for r in range(self.config.rounds) for p in self.config.prompts]
         self.max_in_flight = 0
-        offsets: list[float] | None = None
         if pattern.kind in ("rate", "poisson"):
-            records, truncated, duration, offsets = await self.open_loop(jobs, pattern, pattern.label)
+            out = await self.open_loop(jobs, pattern, pattern.label)
         else:
             conc = pattern.concurrency if pattern.kind == "concurrency" else 1
-            records, truncated, duration = await self.closed_loop(jobs, conc, "measure", pattern.label)
+            out = await self.closed_loop(jobs, conc, "measure", pattern.label)
         slo = self.config.slo
-        summary = summarize(records, duration_s=duration, max_in_flight=self.max_in_flight, slo=slo)
+        summary = summarize(out.records, duration_s=out.duration_s, max_in_flight=self.max_in_flight, slo=slo)
         slo_ok = None
         if slo is not None and slo.is_set() and summary.slo_attainment is not None:
             slo_ok = summary.slo_attainment >= slo.attainment
-        return StepResult(pattern, summary, records, truncated=truncated, slo_ok=slo_ok, schedule_s=offsets)
+        return StepResult(
+            pattern,
+            summary,
+            out.records,
+            truncated=out.truncated,
+            slo_ok=slo_ok,
+            schedule_s=out.offsets,
+            t0_perf_s=out.t0,
+        )
 
     async def run(self) -> ModelResult:
         cfg = self.config
@@ -187,7 +200,7 @@ class _ModelRun:
             jobs = [(-1 - r, p) for r in range(cfg.warmup_rounds) for p in cfg.prompts]
             first = levels[0]
             conc = first.concurrency if first.kind == "concurrency" else 1
-            result.warmup, _, _ = await self.closed_loop(jobs, conc, "warmup", "warm-up")
+            result.warmup = (await self.closed_loop(jobs, conc, "warmup", "warm-up")).records
             if not any(r.ok for r in result.warmup):
                 return self._failed(result, result.warmup)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -68,7 +69,7 @@ def load(
     ttl: Annotated[float | None, typer.Option(help="Idle seconds before unload.")] = None,
 ) -> None:
     """Load a model into the running server."""
-    data = _call("POST", f"/lokal/models/{name}/load", ttl=ttl)
+    data = _call("POST", f"/lokal/models/{quote(name, safe='')}/load", ttl=ttl)
     out().print(f"loaded [bold]{data['alias']}[/] ({data['id']}) in {data['load_seconds']:.2f}s")
 
 
@@ -78,7 +79,7 @@ def unload(
     force: Annotated[bool, typer.Option(help="Unload even with requests in flight.")] = False,
 ) -> None:
     """Unload a model from the running server."""
-    data = _call("POST", f"/lokal/models/{name}/unload", force=str(force).lower())
+    data = _call("POST", f"/lokal/models/{quote(name, safe='')}/unload", force=str(force).lower())
     out().print(f"unloaded {name}" if data["unloaded"] else f"{name} was not loaded")
 
 

@@ -1,8 +1,8 @@
-"""ONNX Runtime GenAI (the engine Foundry Local runs), in-process, on a model folder made by its model builder.
+"""ONNX Runtime GenAI (the engine Foundry Local runs), in-process, on a folder made by its model builder.
 
-A model folder holds genai_config.json, model.onnx (+ .data) and the Hugging Face tokenizer files; Foundry Local's
-folders add inference_model.json with a PromptTemplate. CPU by default; the CUDA execution provider when the
-variant's device is "cuda" (needs the `onnxruntime-genai-cuda` wheel instead of `onnxruntime-genai`).
+A model folder holds genai_config.json, model.onnx (+ .data) and the Hugging Face tokenizer files; Foundry
+Local's folders add inference_model.json with a PromptTemplate. CPU by default; the CUDA execution provider
+when the variant's device is "cuda" (needs the `onnxruntime-genai-cuda` wheel, not `onnxruntime-genai`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from lokal.errors import ContextLengthExceeded, EngineError, EngineUnavailable, 
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'lokal[onnx]'  (or: pip install onnxruntime-genai; for NVIDIA GPUs onnxruntime-genai-cuda)"
+INSTALL_HINT = (
+    "pip install 'lokal[onnx]'  (or: pip install onnxruntime-genai; for NVIDIA GPUs onnxruntime-genai-cuda)"
+)
 MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # the KV buffer is sized to prompt + budget
 TOP_K = 40  # same as the llama.cpp engine, so the two engines sample alike
-JSON_OBJECT_SCHEMA = '{"type": "object"}'
+# Compact separators: with free whitespace a weak model can pad with blanks until max_tokens.
+JSON_OBJECT_SCHEMA = json.dumps({"type": "object", "x-guidance": {"whitespace_flexible": False}})
 
 
 def import_ortgenai() -> Any:
@@ -38,7 +41,7 @@ def import_ortgenai() -> Any:
     return onnxruntime_genai
 
 
-# -- chat templates --------------------------------------------------------------------------------------------
+# -- chat templates ------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PromptTemplate:
     """Foundry Local's inference_model.json shape: one pattern per role around `{Content}`.
@@ -92,11 +95,17 @@ FAMILY_TEMPLATES: dict[str, PromptTemplate] = {
         "<|im_start|>assistant\n",
     ),
     "phi3": _turns(
-        "<|system|>\n{Content}<|end|>\n", "<|user|>\n{Content}<|end|>\n", "<|assistant|>\n{Content}<|end|>\n",
+        "<|system|>\n{Content}<|end|>\n",
+        "<|user|>\n{Content}<|end|>\n",
+        "<|assistant|>\n{Content}<|end|>\n",
         "<|assistant|>\n",
     ),
-    "phi4": _turns("<|system|>{Content}<|end|>", "<|user|>{Content}<|end|>", "<|assistant|>{Content}<|end|>",
-                   "<|assistant|>"),
+    "phi4": _turns(
+        "<|system|>{Content}<|end|>",
+        "<|user|>{Content}<|end|>",
+        "<|assistant|>{Content}<|end|>",
+        "<|assistant|>",
+    ),
     "llama3": _turns(
         "<|start_header_id|>system<|end_header_id|>\n\n{Content}<|eot_id|>",
         "<|start_header_id|>user<|end_header_id|>\n\n{Content}<|eot_id|>",
@@ -148,7 +157,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-# -- the engine ------------------------------------------------------------------------------------------------
+# -- the engine ----------------------------------------------------------------------------------------------
 class OrtGenAIEngine:
     def __init__(self, *, n_threads: int | None = None, n_ctx: int | None = None) -> None:
         self.info = EngineInfo()
@@ -163,7 +172,7 @@ class OrtGenAIEngine:
         self._eos_ids: frozenset[int] = frozenset()
         self._bos_id: int | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------------------
     def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
         og = import_ortgenai()
         if path is None or not path.exists():
@@ -174,7 +183,9 @@ class OrtGenAIEngine:
             config = og.Config(str(folder))
             provider = self._set_provider(og, config, variant)
             if self._n_threads:
-                overlay = {"model": {"decoder": {"session_options": {"intra_op_num_threads": self._n_threads}}}}
+                overlay = {
+                    "model": {"decoder": {"session_options": {"intra_op_num_threads": self._n_threads}}}
+                }
                 config.overlay(json.dumps(overlay))
             self._model = og.Model(config)
             self._tokenizer = og.Tokenizer(self._model)
@@ -205,7 +216,7 @@ class OrtGenAIEngine:
 
     @staticmethod
     def _set_provider(og: Any, config: Any, variant: Variant) -> str:
-        """CPU unless the variant asks for CUDA; NPU folders keep whatever provider their genai_config names."""
+        """CPU unless the variant asks for CUDA; NPU folders keep the provider their genai_config names."""
         if variant.device == "cpu":
             config.clear_providers()
             return "cpu"
@@ -221,11 +232,12 @@ class OrtGenAIEngine:
         return variant.device
 
     def _pick_template(self, spec: ModelSpec, folder: Path) -> PromptTemplate | None:
-        """The tokenizer's own Jinja template first, then Foundry's PromptTemplate, then the catalog's family."""
+        """The tokenizer's own Jinja template, else Foundry's PromptTemplate, else the catalog's family."""
         if hasattr(self._tokenizer, "apply_chat_template"):
             try:
-                self._tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": "hi"}]),
-                                                    add_generation_prompt=True)
+                self._tokenizer.apply_chat_template(
+                    json.dumps([{"role": "user", "content": "hi"}]), add_generation_prompt=True
+                )
                 return None
             except RuntimeError:  # "Empty chat template": the folder ships none
                 pass
@@ -251,7 +263,7 @@ class OrtGenAIEngine:
         self._tokenizer = None
         self._model = None  # the native session is freed when the last reference goes
 
-    # -- prompts -----------------------------------------------------------------------------------------------
+    # -- prompts ---------------------------------------------------------------------------------------------
     def prompt_text(self, req: GenerationRequest) -> str:
         if req.messages is None:
             return req.prompt or ""
@@ -304,11 +316,12 @@ class OrtGenAIEngine:
             try:
                 params.set_guidance("json_schema", JSON_OBJECT_SCHEMA)
             except (RuntimeError, AttributeError) as exc:
-                raise InvalidRequest(f"JSON mode needs onnxruntime-genai with guidance: {exc}",
-                                     param="response_format") from exc
+                raise InvalidRequest(
+                    f"JSON mode needs onnxruntime-genai with guidance: {exc}", param="response_format"
+                ) from exc
         return params
 
-    # -- generation --------------------------------------------------------------------------------------------
+    # -- generation ------------------------------------------------------------------------------------------
     def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
         if self._model is None:
             raise EngineError("model is not loaded")
@@ -318,7 +331,10 @@ class OrtGenAIEngine:
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="messages")
         max_tokens = self.budget(len(tokens), req.max_tokens)
-        stops = [*req.stop, *([self._template.end_marker] if self._template and self._template.end_marker else [])]
+        stops = [
+            *req.stop,
+            *([self._template.end_marker] if self._template and self._template.end_marker else []),
+        ]
         try:
             generator = self._og.Generator(self._model, self._params(req, len(tokens) + max_tokens))
             generator.append_tokens(tokens)
@@ -357,5 +373,6 @@ class OrtGenAIEngine:
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         alias = self._spec.alias if self._spec else "this model"
-        raise InvalidRequest(f"{alias} runs on ONNX GenAI, which serves chat only; try all-minilm-l6-v2",
-                             param="model")
+        raise InvalidRequest(
+            f"{alias} runs on ONNX GenAI, which serves chat only; try all-minilm-l6-v2", param="model"
+        )

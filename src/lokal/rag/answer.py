@@ -141,8 +141,13 @@ async def list_models(client: AsyncOpenAI) -> list[str]:
         page = await client.models.list()
     except openai.OpenAIError as exc:
         raise _upstream(exc, client, None) from exc
-    ids = [m.id for m in page.data]
-    return [i for i in ids if not any(w in i.lower() for w in ("embed", "minilm"))]
+    chat = []
+    for m in page.data:
+        task = ((m.model_extra or {}).get("lokal") or {}).get("task")  # lokal says what each model does
+        if task == "embeddings" or (task is None and any(w in m.id.lower() for w in ("embed", "minilm"))):
+            continue
+        chat.append(m.id)
+    return chat
 
 
 async def resolve_model(client: AsyncOpenAI, model: str | None) -> str:

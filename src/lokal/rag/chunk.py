@@ -1,7 +1,8 @@
 """Blocks -> chunks: cut at headings, pack whole paragraphs up to a size, carry a tail over as overlap.
 
-A chunk never spans two sections (its heading path is one context), and a paragraph is only split when it
-alone is larger than a chunk (then at sentence ends, and at spaces as the last resort).
+A chunk never spans two sections (its heading path is one context; a PDF page counts as a section), and a
+paragraph is only split when it alone is larger than a chunk (then at sentence ends, at spaces as the last
+resort).
 """
 
 from __future__ import annotations
@@ -95,12 +96,15 @@ def chunk(
             hs = current[0].headings
             chunks.append(Chunk(text, hs, start, end, describe(parsed.unit, hs, start, end)))
 
+    def same_section(a: Block, b: Block) -> bool:
+        # A PDF page is a section too: a citation then names one page, the one to open.
+        return a.headings == b.headings and (parsed.unit != "page" or a.end == b.start)
+
     for piece in pieces:
         size = sum(len(b.text) + 2 for b in current)
-        if current and (piece.headings != current[-1].headings or size + len(piece.text) > max_chars):
+        if current and (not same_section(current[-1], piece) or size + len(piece.text) > max_chars):
             emit()
-            same_section = piece.headings == current[-1].headings
-            current = _tail(current, overlap) if same_section else []
+            current = _tail(current, overlap) if same_section(current[-1], piece) else []
             while current and sum(len(b.text) + 2 for b in current) + len(piece.text) > max_chars:
                 current.pop(0)
         current.append(piece)

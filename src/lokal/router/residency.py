@@ -1,7 +1,8 @@
 """Which models are already loaded: a loaded model answers now, a cold one pays its load time first.
 
-Only lokal-kind endpoints are asked: ``GET {root}/openai/loadedmodels`` (Foundry Local's contract, a list of
-names) and then ``GET {root}/lokal/ps``. Servers without either are tolerated: nothing counts as resident.
+Only lokal-kind endpoints are asked: ``GET {root}/lokal/ps`` (aliases and ids), then ``GET
+{root}/openai/loadedmodels`` (Foundry Local's contract: a list of model ids). Servers without either are
+tolerated: nothing counts as resident. For Foundry, set ``upstream_model`` to the id it reports.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ResidencyProbe:
 
     def _ask(self, endpoint: Endpoint) -> set[str]:
         headers = {"Authorization": f"Bearer {endpoint.api_key()}"}
-        for path in ("/openai/loadedmodels", "/lokal/ps"):
+        for path in ("/lokal/ps", "/openai/loadedmodels"):
             try:
                 r = self._client.get(endpoint.root + path, headers=headers)
                 if r.status_code == 200:

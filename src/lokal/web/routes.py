@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from lokal.server.state import AppState
 
@@ -23,8 +24,8 @@ _NO_STALE = {"Cache-Control": "no-cache"}
 
 
 class _RevalidatedStatic(StaticFiles):
-    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
-        response: Response = await super().get_response(path, scope)
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
         response.headers.update(_NO_STALE)
         return response
 

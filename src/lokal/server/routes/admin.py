@@ -68,12 +68,12 @@ async def ps(request: Request) -> dict[str, Any]:
     return ps_payload(_state(request))
 
 
-@router.post("/lokal/models/{name}/load")
+@router.post("/lokal/models/{name:path}/load")
 async def load(request: Request, name: str, ttl: float | None = None) -> dict[str, Any]:
     lm = await _state(request).manager.get(name, ttl=ttl)
     return {"alias": lm.spec.alias, "id": lm.id, "load_seconds": lm.engine.info.load_seconds}
 
 
-@router.post("/lokal/models/{name}/unload")
+@router.post("/lokal/models/{name:path}/unload")
 async def unload(request: Request, name: str, force: bool = False) -> dict[str, Any]:
     return {"unloaded": await _state(request).manager.unload(name, force=force)}

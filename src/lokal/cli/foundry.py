@@ -1,0 +1,432 @@
+"""The `foundry` command: Foundry Local's CLI verbs, served by lokal, so scripts and the SDK work unchanged.
+
+Foundry Local's SDK runs `foundry service status` and takes the first `http://HOST:PORT` in its output, and
+runs `foundry service start` then polls status ten times at 0.1 s. So status imports little (typer and
+lokal.service: no fastapi, llama_cpp or torch), and a service that is still starting is waited for rather than
+reported absent. `model` verbs talk to the server over Foundry's REST routes (starting it when needed);
+`cache` verbs work on the files directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from lokal import service
+from lokal.config import get_settings
+
+if TYPE_CHECKING:
+    import httpx
+
+app = typer.Typer(
+    name="foundry",
+    help="Foundry Local's CLI, answered by lokal (models run behind http://127.0.0.1:5273/v1).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+service_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the background lokal server.")
+model_app = typer.Typer(no_args_is_help=True, help="List, download, load and run models.")
+cache_app = typer.Typer(no_args_is_help=True, help="The local model cache.")
+app.add_typer(service_app, name="service")
+app.add_typer(model_app, name="model")
+app.add_typer(cache_app, name="cache")
+
+STARTING_WAIT_S = 60.0  # how long `service status` waits for a server that is still starting
+
+
+# -- plumbing ----------------------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _server_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text or f"HTTP {resp.status_code}"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if body.get("errorMessage"):
+            return str(body["errorMessage"])
+    return resp.text
+
+
+@contextmanager
+def _readable_errors() -> Iterator[None]:
+    """lokal's errors, service failures and HTTP trouble become one red line and exit code 1."""
+    import httpx
+
+    from lokal.errors import LokalError
+
+    try:
+        yield
+    except LokalError as exc:
+        _fail(exc.message)
+    except service.ServiceError as exc:
+        _fail(str(exc))
+    except httpx.HTTPStatusError as exc:
+        _fail(_server_message(exc.response))
+    except httpx.HTTPError as exc:
+        _fail(f"cannot talk to the lokal service: {exc or type(exc).__name__}")
+
+
+def _client(info: service.ServiceInfo, timeout: float | None = 30.0) -> httpx.Client:
+    import httpx
+
+    key = get_settings().api_key
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=info.url, timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
+
+
+def _running() -> service.ServiceInfo:
+    """The service, started when needed (Foundry's model verbs start it too)."""
+    found = service.status(wait=STARTING_WAIT_S)
+    if found is not None and found.ready:
+        return found
+    typer.echo("Starting the lokal service ...", err=True)
+    return service.start()
+
+
+def _get(client: httpx.Client, path: str, **params: Any) -> Any:
+    resp = client.get(path, params={k: v for k, v in params.items() if v is not None})
+    resp.raise_for_status()
+    return resp.json() if resp.content else None
+
+
+def pick(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The catalog entry the SDK's get_model_info would pick: exact id, id without version, then alias."""
+    key = name.lower()
+    for entry in entries:
+        if str(entry["name"]).lower() == key:
+            return entry
+    same_name = [e for e in entries if str(e["name"]).lower().startswith(key + ":")]
+    if same_name:
+        return max(same_name, key=lambda e: int(e["version"]) if str(e["version"]).isdigit() else -1)
+    for entry in entries:  # the list is ordered best variant first within each alias
+        if str(entry["alias"]).lower() == key:
+            return entry
+    _fail(f"model {name!r} is not in the catalog; see `foundry model list`")
+
+
+def _catalog(client: httpx.Client) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = _get(client, "/foundry/list")
+    return entries
+
+
+def _cached_ids(client: httpx.Client) -> set[str]:
+    return set(_get(client, "/openai/models"))
+
+
+def _mb(n: int | float) -> str:
+    return f"{n / 1024:.2f} GB" if n >= 1024 else f"{n:.0f} MB"
+
+
+# -- service -----------------------------------------------------------------------------------------------
+
+
+@service_app.command("status")
+def service_status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line for scripts.")] = False,
+) -> None:
+    """Say whether the service runs and where (the SDK parses the first http://HOST:PORT here)."""
+    info = service.status(wait=STARTING_WAIT_S)
+    if as_json:
+        typer.echo(service.describe(info))
+    elif info is None:
+        typer.echo("Model management service is not running.")
+    else:
+        typer.echo(f"Model management service is running on {info.url}/openai/status")
+        typer.echo(f"OpenAI-compatible endpoint: {info.base_url} (lokal, pid {info.pid or 'unknown'})")
+    if info is None:
+        raise typer.Exit(1)
+
+
+@service_app.command("start")
+def service_start() -> None:
+    """Start lokal in the background (returns once it answers; it keeps running after this command)."""
+    with _readable_errors():
+        before = service.status()
+        info = service.start()
+    if before is not None and before.ready:
+        typer.echo(f"Service is already running on {info.url}/ (pid {info.pid or 'unknown'}).")
+    else:
+        typer.echo(f"Service is started on {info.url}/, PID {info.pid}!")
+
+
+@service_app.command("stop")
+def service_stop() -> None:
+    """Stop the background lokal server."""
+    with _readable_errors():
+        stopped = service.stop()
+    typer.echo("Service is stopped." if stopped else "Service is not running.")
+
+
+@service_app.command("restart")
+def service_restart() -> None:
+    """Stop, then start the background lokal server."""
+    with _readable_errors():
+        info = service.restart()
+    typer.echo(f"Service is started on {info.url}/, PID {info.pid}!")
+
+
+@service_app.command("ps")
+def service_ps() -> None:
+    """Models loaded in the service, with memory and time left before they unload."""
+    info = service.status(wait=STARTING_WAIT_S)
+    if info is None:
+        _fail("the model management service is not running; start it with `foundry service start`")
+    with _readable_errors(), _client(info) as client:
+        models = _get(client, "/lokal/ps")["models"]
+    if not models:
+        typer.echo("No models are loaded.")
+        return
+    typer.echo("Models running in service:")
+    typer.echo(f"    {'Alias':<28} {'Model ID':<44} {'Memory':>10} {'TTL left':>9}")
+    for m in models:
+        memory = _mb(m["memory_bytes"] / 2**20)
+        typer.echo(f"    {m['alias']:<28} {m['id']:<44} {memory:>10} {m['ttl_left']:>8.0f}s")
+
+
+# -- model -------------------------------------------------------------------------------------------------
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Every catalog model, best variant for this machine first within each alias."""
+    with _readable_errors(), _client(_running()) as client:
+        entries, cached = _catalog(client), _cached_ids(client)
+    typer.echo(f"{'Alias':<28} {'Device':<6} {'Task':<16} {'File Size':>10}  {'License':<14} Model ID")
+    for e in entries:
+        mark = "  (cached)" if e["name"] in cached else ""
+        size = _mb(e["fileSizeMb"]) if e["fileSizeMb"] else "-"
+        typer.echo(
+            f"{e['alias']:<28} {e['runtime']['deviceType']:<6} {e['task']:<16} {size:>10}  "
+            f"{e['license'][:14]:<14} {e['name']}{mark}"
+        )
+
+
+@model_app.command("info")
+def model_info(
+    model: Annotated[str, typer.Argument(help="Alias or model id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The catalog entry as JSON.")] = False,
+) -> None:
+    """Details of the model the SDK would pick for this alias or id."""
+    with _readable_errors(), _client(_running()) as client:
+        entry, cached = pick(_catalog(client), model), _cached_ids(client)
+    if as_json:
+        typer.echo(json.dumps(entry, indent=2))
+        return
+    rows = {
+        "Model ID": entry["name"],
+        "Alias": entry["alias"],
+        "Display name": entry["displayName"],
+        "Device": f"{entry['runtime']['deviceType']} ({entry['runtime']['executionProvider']})",
+        "Task": entry["task"],
+        "Format": entry["modelType"],
+        "File size": _mb(entry["fileSizeMb"]) if entry["fileSizeMb"] else "unknown",
+        "Publisher": entry["publisher"],
+        "License": entry["license"],
+        "Tool calling": "yes" if entry["supportsToolCalling"] else "no",
+        "Source": entry["uri"],
+        "Cached": "yes" if entry["name"] in cached else "no",
+    }
+    for key, value in rows.items():
+        typer.echo(f"{key + ':':<14} {value}")
+
+
+def _download(client: httpx.Client, entry: dict[str, Any]) -> None:
+    body = {
+        "model": {"Name": entry["name"], "Uri": entry["uri"], "Publisher": entry["publisher"],
+                  "ProviderType": entry["providerType"], "PromptTemplate": entry["promptTemplate"]},
+        "token": None,
+        "IgnorePipeReport": True,
+    }  # fmt: skip
+    outcome: dict[str, Any] = {}
+    tty = sys.stderr.isatty()
+    with client.stream("POST", "/openai/download", json=body, timeout=None) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("{"):
+                outcome = json.loads(line)
+            elif line.strip():
+                typer.echo(("\r" if tty else "") + line.strip(), err=True, nl=not tty)
+    if tty:
+        typer.echo("", err=True)
+    if not outcome.get("success"):
+        _fail(f"download of {entry['name']} failed: {outcome.get('errorMessage') or 'unknown error'}")
+
+
+@model_app.command("download")
+def model_download(model: Annotated[str, typer.Argument(help="Alias or model id.")]) -> None:
+    """Download a model into the cache (resumes an interrupted download)."""
+    with _readable_errors(), _client(_running(), timeout=None) as client:
+        entry = pick(_catalog(client), model)
+        if entry["name"] in _cached_ids(client):
+            typer.echo(f"Model {entry['name']} is already downloaded.")
+            return
+        _download(client, entry)
+    typer.echo(f"Model {entry['name']} was downloaded.")
+
+
+def _load(client: httpx.Client, entry: dict[str, Any], ttl: int | None) -> None:
+    resp = client.get(f"/openai/load/{entry['name']}", params={"ttl": ttl} if ttl else None, timeout=None)
+    if resp.status_code >= 400:
+        _fail(_server_message(resp))
+
+
+@model_app.command("load")
+def model_load(
+    model: Annotated[str, typer.Argument(help="Alias or model id.")],
+    ttl: Annotated[int | None, typer.Option(help="Unload after this many idle seconds.")] = None,
+) -> None:
+    """Load a downloaded model into the service's memory."""
+    with _readable_errors(), _client(_running()) as client:
+        entry = pick(_catalog(client), model)
+        _load(client, entry, ttl)
+    typer.echo(f"Model {entry['name']} loaded.")
+
+
+@model_app.command("unload")
+def model_unload(
+    model: Annotated[str, typer.Argument(help="Alias or model id.")],
+    force: Annotated[bool, typer.Option(help="Unload even with requests in flight.")] = False,
+) -> None:
+    """Unload a model from the service's memory."""
+    info = service.status(wait=STARTING_WAIT_S)
+    if info is None:
+        typer.echo("Service is not running: no model is loaded.")
+        return
+    with _readable_errors(), _client(info) as client:
+        entry = pick(_catalog(client), model)
+        unloaded = _get(client, f"/openai/unload/{entry['name']}", force=str(force).lower())["unloaded"]
+    typer.echo(f"Model {entry['name']} unloaded." if unloaded else f"Model {entry['name']} was not loaded.")
+
+
+def _chat(client: httpx.Client, model_id: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+    body = {"model": model_id, "messages": messages, "stream": True, "max_tokens": max_tokens}
+    parts: list[str] = []
+    with client.stream("POST", "/v1/chat/completions", json=body, timeout=None) as resp:
+        if resp.status_code >= 400:
+            resp.read()
+            _fail(_server_message(resp))
+        for line in resp.iter_lines():
+            data = line.removeprefix("data:").strip()
+            if not line.startswith("data:") or data == "[DONE]":
+                continue
+            chunk = json.loads(data)
+            if "error" in chunk:
+                _fail(str(chunk["error"].get("message", chunk["error"])))
+            for choice in chunk.get("choices", []):
+                text = (choice.get("delta") or {}).get("content") or ""
+                parts.append(text)
+                typer.echo(text, nl=False)
+    typer.echo("")
+    return "".join(parts)
+
+
+@model_app.command("run")
+def model_run(
+    model: Annotated[str, typer.Argument(help="Alias or model id.")],
+    prompt: Annotated[str | None, typer.Option(help="Answer this one prompt and exit.")] = None,
+    ttl: Annotated[int | None, typer.Option(help="Unload after this many idle seconds.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 512,
+) -> None:
+    """Download (when needed), load and chat: one-shot with --prompt, else interactive until EOF or 'exit'."""
+    with _readable_errors(), _client(_running(), timeout=None) as client:
+        entry = pick(_catalog(client), model)
+        if entry["name"] not in _cached_ids(client):
+            _download(client, entry)
+        _load(client, entry, ttl)
+        if prompt is not None:
+            _chat(client, entry["name"], [{"role": "user", "content": prompt}], max_tokens)
+            return
+        typer.echo(f"Chatting with {entry['alias']} ({entry['name']}). Type 'exit' or press Ctrl-D to leave.")
+        history: list[dict[str, str]] = []
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            if line.strip() in {"exit", "/exit", "/bye"}:
+                break
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line})
+            answer = _chat(client, entry["name"], history, max_tokens)
+            history.append({"role": "assistant", "content": answer})
+
+
+# -- cache -------------------------------------------------------------------------------------------------
+
+
+@cache_app.command("location")
+def cache_location() -> None:
+    """Where models are stored (LOKAL_HOME/models)."""
+    typer.echo(f"Cache directory path: {get_settings().models_dir}")
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """Models in the cache (downloaded, or brought with `lokal model add`)."""
+    from lokal.catalog.cache import Cache, tree_size
+    from lokal.catalog.catalog import Catalog
+
+    with _readable_errors():
+        settings = get_settings()
+        cache = Cache(settings)
+        rows = [
+            (spec.alias, v.id, tree_size(cache.path_for(v)))
+            for spec, v in Catalog.load(settings).variants()
+            if v.engine != "remote" and cache.is_cached(v)
+        ]
+    if not rows:
+        typer.echo("No models are cached.")
+        return
+    typer.echo("Models cached on device:")
+    typer.echo(f"    {'Alias':<28} {'Size':>10}  Model ID")
+    for alias, model_id, size in rows:
+        typer.echo(f"    {alias:<28} {_mb(size / 2**20):>10}  {model_id}")
+
+
+@cache_app.command("remove")
+def cache_remove(
+    model: Annotated[str, typer.Argument(help="Alias or model id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a downloaded model from the cache (unloading it first when the service has it loaded)."""
+    from lokal.catalog.cache import Cache
+    from lokal.catalog.catalog import Catalog
+
+    with _readable_errors():
+        settings = get_settings()
+        spec, variant = Catalog.load(settings).resolve(model)
+        cache = Cache(settings)
+        if variant.engine == "remote" or not cache.is_cached(variant):
+            typer.echo(f"Model {variant.id} is not in the cache.")
+            return
+        if not yes:
+            typer.confirm(f"Delete {variant.id} ({spec.alias}) from {cache.root}?", abort=True)
+        info = service.status()
+        if info is not None and info.ready:
+            with _client(info) as client:
+                _get(client, f"/openai/unload/{variant.id}", force="true")
+        freed = cache.remove(variant)
+    typer.echo(f"Removed {variant.id} ({_mb(freed / 2**20)}).")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Server feature: ``model="auto"`` (and router presets) in /v1/chat/completions.
+
+Installed by ``lokal.server.extensions`` as ``install(app, state)``; it sets ``state.router`` to a hook the
+chat route consults. Local candidates run through the server's own serving path (so metrics, queues and
+TTLs apply); remote ones through the router's OpenAI client. A remote answer to a streaming request is
+sent as one chunk. Set ``LOKAL_ROUTER_WARM=1`` to load MiniLM at start-up instead of on the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from lokal.errors import LokalError
+from lokal.protocol.chat import ChatCompletionRequest
+from lokal.protocol.common import new_id, now
+from lokal.router.policy import Candidate, RouteDecision
+from lokal.router.router import NoRouteAvailable
+from lokal.router.serving import ServedRouter, response_headers
+from lokal.router.upstream import CallFailed, ChatResult, estimate_tokens
+from lokal.server.serving import Outcome
+from lokal.server.state import AppState
+
+log = logging.getLogger("lokal.router")
+
+
+def _params(body: ChatCompletionRequest) -> dict[str, Any]:
+    return {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "max_tokens": body.requested_max_tokens,
+        "stop": body.stop,
+        "seed": body.seed,
+    }
+
+
+def _openai_body(cand: Candidate, result: ChatResult, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": now(),
+        "model": cand.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.content},
+                "finish_reason": "length" if result.finish_reason == "length" else "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        },
+        "lokal_router": info,
+    }
+
+
+async def _one_chunk_stream(body: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    head = {
+        "id": body["id"],
+        "object": "chat.completion.chunk",
+        "created": body["created"],
+        "model": body["model"],
+    }
+    choice = body["choices"][0]
+    yield json.dumps(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    yield json.dumps(head | {"choices": [{"index": 0, "delta": {"content": choice["message"]["content"]}}]})
+    yield json.dumps(
+        head | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+    )
+    if include_usage:
+        yield json.dumps(head | {"choices": [], "usage": body["usage"]})
+    yield "[DONE]"
+
+
+class RouterHook:
+    """What the chat route calls for router model names (``AppState.router``)."""
+
+    def __init__(self, served: ServedRouter, state: AppState) -> None:
+        self.served = served
+        self.state = state
+
+    def handles(self, model: str) -> bool:
+        return self.served.is_router_model(model)
+
+    def names(self) -> list[str]:
+        return self.served.names()
+
+    async def chat(self, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]:
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        # Detection may encode with MiniLM (and load it the first time): keep it off the event loop.
+        decision = await asyncio.to_thread(
+            self.served.plan, body.model, messages, max_tokens=body.requested_max_tokens
+        )
+        params = _params(body)
+        started = time.perf_counter()
+        errors: list[str] = []
+        policy = self.served.router.catalog.policy
+        for i, cand in enumerate(decision.candidates):
+            info = {
+                "router": decision.router,
+                "model": cand.model,
+                "intent": decision.intent,
+                "confidence": round(decision.confidence, 4),
+                "escalated": decision.escalated,
+                "reason": decision.reason,
+                "trace_id": decision.trace_id,
+                "fallback_used": i > 0,
+            }
+            headers = response_headers(decision, cand.model)
+            if not body.stream:
+                hit = self.served.cache_get(cand, messages, params)
+                if hit is not None:
+                    result = ChatResult(hit.content, hit.prompt_tokens, hit.completion_tokens, "stop")
+                    self._record(decision, cand.model, started, result, None, i > 0, True, messages)
+                    return Outcome(body=_openai_body(cand, result, info), model_id=cand.model), headers
+            try:
+                if cand.endpoint is None:
+                    outcome = await self.state.serving.chat(
+                        body.model_copy(update={"model": cand.upstream_model})
+                    )
+                    return self._local(
+                        outcome, decision, cand, started, i > 0, messages, params, info
+                    ), headers
+                result = await self._remote(cand, messages, params, policy.retries, policy.backoff_s)
+            except (LokalError, CallFailed) as exc:
+                msg = exc.message if isinstance(exc, LokalError) else str(exc)
+                cool = exc.cool if isinstance(exc, CallFailed) else exc.status_code >= 500
+                errors.append(f"{cand.model}: {msg}")
+                self.served.failed(cand.model, msg, cool=cool)
+                continue
+            self.served.cache_put(
+                cand, messages, params, result.content, (result.prompt_tokens, result.completion_tokens)
+            )
+            self._record(decision, cand.model, started, result, None, i > 0, False, messages)
+            out = _openai_body(cand, result, info)
+            if body.stream:
+                return Outcome(
+                    stream=_one_chunk_stream(out, body.include_usage), model_id=cand.model
+                ), headers
+            return Outcome(body=out, model_id=cand.model), headers
+        summary = "; ".join(errors)
+        self.served.record(
+            decision,
+            None,
+            (time.perf_counter() - started) * 1000,
+            None,
+            summary,
+            True,
+            False,
+            messages=messages,
+        )
+        raise NoRouteAvailable(f"every candidate failed: {summary}")
+
+    async def _remote(
+        self,
+        cand: Candidate,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        retries: int,
+        backoff: float,
+    ) -> ChatResult:
+        for attempt in range(retries + 1):
+            try:
+                return await asyncio.to_thread(self.served.call, cand, messages, params)
+            except CallFailed as exc:
+                if not exc.retryable or attempt == retries:
+                    raise
+                await asyncio.sleep(backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _local(
+        self,
+        outcome: Outcome,
+        decision: RouteDecision,
+        cand: Candidate,
+        started: float,
+        fallback: bool,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        info: dict[str, Any],
+    ) -> Outcome:
+        if outcome.body is not None:
+            body = outcome.body
+            body["lokal_router"] = info
+            usage = body.get("usage") or {}
+            text = body["choices"][0]["message"]["content"] if body.get("choices") else ""
+            result = ChatResult(
+                text,
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+                body["choices"][0].get("finish_reason") if body.get("choices") else None,
+            )
+            self.served.cache_put(
+                cand, messages, params, text, (result.prompt_tokens, result.completion_tokens)
+            )
+            self._record(decision, cand.model, started, result, None, fallback, False, messages)
+            return outcome
+        assert outcome.stream is not None
+        return Outcome(
+            stream=self._relay(outcome.stream, decision, cand, started, fallback, messages),
+            model_id=outcome.model_id,
+        )
+
+    async def _relay(
+        self,
+        stream: AsyncIterator[str],
+        decision: RouteDecision,
+        cand: Candidate,
+        started: float,
+        fallback: bool,
+        messages: list[dict[str, Any]],
+    ) -> AsyncIterator[str]:
+        """Pass the chunks through untouched, noting text and usage for the trace written at the end."""
+        parts: list[str] = []
+        usage: Mapping[str, Any] | None = None
+        error: str | None = None
+        try:
+            async for data in stream:
+                if data != "[DONE]":
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        chunk = {}
+                    usage = chunk.get("usage") or usage
+                    for ch in chunk.get("choices") or []:
+                        parts.append((ch.get("delta") or {}).get("content") or "")
+                yield data
+        except BaseException as exc:
+            error = f"stream ended early: {type(exc).__name__}"
+            raise
+        finally:
+            text = "".join(parts)
+            if usage:
+                pt, ct = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            else:
+                pt = estimate_tokens(" ".join(str(m.get("content") or "") for m in messages))
+                ct = estimate_tokens(text)
+            self._record(
+                decision,
+                cand.model,
+                started,
+                ChatResult(text, pt, ct, None),
+                error,
+                fallback,
+                False,
+                messages,
+            )
+
+    def _record(
+        self,
+        decision: RouteDecision,
+        model: str,
+        started: float,
+        result: ChatResult,
+        error: str | None,
+        fallback: bool,
+        cache_hit: bool,
+        messages: list[dict[str, Any]],
+    ) -> None:
+        try:
+            self.served.record(
+                decision,
+                model,
+                (time.perf_counter() - started) * 1000,
+                (result.prompt_tokens, result.completion_tokens),
+                error,
+                fallback,
+                cache_hit,
+                messages=messages,
+            )
+        except OSError as exc:  # a full disk must not fail the answer that was already produced
+            log.warning("router trace not written: %s", exc)
+
+
+def install(app: FastAPI, state: AppState) -> None:
+    def local_models() -> list[Any]:
+        out = []
+        for spec in state.catalog.specs():
+            if spec.task == "chat-completion" and state.is_cached(state.catalog.best_variant(spec)):
+                out.append(spec)
+        return out
+
+    def loaded() -> set[str]:
+        return {lm.spec.alias for lm in state.manager.loaded()}
+
+    served = ServedRouter.from_home(state.settings.home, local_models, loaded)
+    state.router = RouterHook(served, state)
+    state.extras["router"] = served
+    if os.environ.get("LOKAL_ROUTER_WARM") == "1":
+        threading.Thread(target=served.warm, name="router-warm", daemon=True).start()

@@ -1,0 +1,71 @@
+"""RAG fixtures: the shared embedder, a fresh corpus, a collection ingested once per session, a fake endpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rag.helpers import FakeOpenAI, fake_openai_app, serve_app, write_corpus
+
+# Chainlit writes .chainlit/ and .files/ into its app root when imported: never into the repository.
+os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="lokal-chainlit-"))
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    from lokal.embeddings import get_embedder
+
+    return get_embedder()  # the process-wide instance: loaded once for every RAG test
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "docs")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@dataclass
+class Ingested:
+    home: Path
+    corpus: Path
+    collection: str
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Ingested:
+    """One collection built once; tests that only read it share it."""
+    from lokal.rag.index import Index
+    from lokal.rag.ingest import ingest
+
+    root = tmp_path_factory.mktemp("ingested")
+    docs = write_corpus(root / "docs")
+    home = root / "home"
+    with Index.open("docs", home, create=True) as index:
+        ingest(index, [docs], embedder=embedder)
+    return Ingested(home, docs, "docs")
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    state = FakeOpenAI()
+    with serve_app(fake_openai_app(state)) as url:
+        state.base_url = f"{url}/v1"
+        yield state
+
+
+def copy_collection(src: Ingested, home: Path, name: str = "docs") -> None:
+    (home / "rag").mkdir(parents=True, exist_ok=True)
+    shutil.copy(src.home / "rag" / f"{src.collection}.sqlite", home / "rag" / f"{name}.sqlite")
