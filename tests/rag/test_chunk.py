@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.rag.helpers import GUIDE_MD, INVENTORY_CSV, MANUAL_PAGES, make_pdf
 from lokal.rag import loaders
 from lokal.rag.chunk import chunk
 from lokal.rag.loaders import Block, Parsed
+from tests.rag.helpers import GUIDE_MD, INVENTORY_CSV, MANUAL_PAGES, make_pdf
 
 
 def _para(n: int, words: int = 12) -> str:
@@ -14,7 +14,8 @@ def _para(n: int, words: int = 12) -> str:
 
 def test_chunks_never_cross_a_heading() -> None:
     chunks = chunk(loaders.load(Path("guide.md"), GUIDE_MD.encode()), max_chars=2000)
-    assert [c.headings[-1] for c in chunks] == ["Lokal user guide", "Installation", "Configuration", "Troubleshooting"]
+    sections = ["Lokal user guide", "Installation", "Configuration", "Troubleshooting"]
+    assert [c.headings[-1] for c in chunks] == sections
     config = chunks[2]
     assert config.location == "Lokal user guide > Configuration, lines 12-15"
     assert "port 5273" in config.text and "LOKAL_HOME" in config.text

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.rag.helpers import ANIMALS_HTML, GUIDE_MD, INVENTORY_CSV, MANUAL_PAGES, make_pdf
 from lokal.rag import loaders
+from tests.rag.helpers import ANIMALS_HTML, GUIDE_MD, INVENTORY_CSV, MANUAL_PAGES, make_pdf
 
 
 def test_markdown_keeps_heading_path_and_line_spans() -> None:

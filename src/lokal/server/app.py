@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lokal.catalog.cache import Cache
-from lokal.catalog.catalog import Catalog
+from lokal.catalog.live import LiveCatalog
 from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
 from lokal.errors import AuthenticationError, InvalidRequest, LokalError, Overloaded
@@ -45,7 +45,7 @@ def error_response(exc: LokalError) -> JSONResponse:
 
 
 def build_state(settings: Settings) -> AppState:
-    catalog = Catalog.load(settings)
+    catalog = LiveCatalog(settings)
 
     cache = Cache(settings)
 

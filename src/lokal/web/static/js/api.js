@@ -105,7 +105,11 @@ export async function streamChat({ body, apiKey, signal, onDelta }) {
     method: "POST", apiKey, signal,
     body: { ...body, stream: true, stream_options: { include_usage: true } },
   });
-  const result = { finishReason: null, usage: null, model: null, servedBy: res.headers.get("x-lokal-model") };
+  const result = {
+    finishReason: null, usage: null, model: null,
+    // Set by lokal's router when the request named "auto": which model answered and why.
+    routedTo: res.headers.get("x-lokal-routed-model"), intent: res.headers.get("x-lokal-intent"),
+  };
   for await (const data of sseData(res)) {
     if (data === "[DONE]") break;
     let chunk;

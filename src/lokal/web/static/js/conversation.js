@@ -65,7 +65,7 @@ class AnswerView {
   }
 
   setStats(rec, extra = "") {
-    const parts = [rec.servedBy && rec.servedBy !== rec.model ? `${rec.model} → ${rec.servedBy}` : rec.model];
+    const parts = [rec.routedTo ? `${rec.model} → ${rec.routedTo}${rec.intent ? ` (${rec.intent})` : ""}` : rec.model];
     if (rec.ttft != null) parts.push(`TTFT ${formatMs(rec.ttft)}`);
     if (rec.total != null) parts.push(`total ${formatMs(rec.total)}`);
     if (rec.tokens) parts.push(`${rec.tokens} tok`);

@@ -221,7 +221,8 @@ async function runTurn(pane, prompt, passages) {
 
   const controller = new AbortController();
   inFlight.add(controller);
-  const rec = { id: ++answerCount, model, ttft: null, total: null, tokens: 0, tps: null, state: "streaming", servedBy: null };
+  const rec = { id: ++answerCount, model, ttft: null, total: null, tokens: 0, tps: null, state: "streaming",
+    routedTo: null, intent: null };
   chart.upsert(rec);
   const t0 = performance.now();
   let tFirst = null;
@@ -254,7 +255,8 @@ async function runTurn(pane, prompt, passages) {
     });
     measure(performance.now(), result.usage?.completion_tokens ?? view.chunks);
     rec.state = "done";
-    rec.servedBy = result.servedBy;
+    rec.routedTo = result.routedTo;
+    rec.intent = result.intent;
     pane.history.push({ role: "user", content: prompt }, { role: "assistant", content: view.text });
     view.finish("done");
     view.setStats(rec, result.finishReason === "length" ? "hit max tokens" : result.finishReason ?? "");
