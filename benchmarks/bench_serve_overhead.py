@@ -19,9 +19,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import pct, synthetic_model  # noqa: E402
 from tests.support.models import tiny_entry, write_catalog  # noqa: E402
 from tests.support.server import LokalServer  # noqa: E402
+
+from benchmarks._common import pct, synthetic_model  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
@@ -98,12 +99,18 @@ def main() -> None:
 
     ratio = pct(http_tps, 50) / pct(local_tps, 50)
     overhead_ms = (pct(http_ttft, 50) - pct(local_ttft, 50)) * 1000
-    print(f"model: synthetic {args.like} {args.quant} ({path.stat().st_size / 2**20:.0f} MiB), "
-          f"{args.tokens} tokens x {args.rounds} rounds, interleaved")
-    print(f"decode tok/s p50: lokal serve {pct(http_tps, 50):.1f} | in-process {pct(local_tps, 50):.1f} "
-          f"| ratio {ratio:.3f}x (goal >= 0.95x)")
-    print(f"TTFT p50: lokal serve {pct(http_ttft, 50) * 1000:.1f} ms | in-process {pct(local_ttft, 50) * 1000:.1f} ms "
-          f"| overhead {overhead_ms:.1f} ms (goal <= 15 ms)")
+    print(
+        f"model: synthetic {args.like} {args.quant} ({path.stat().st_size / 2**20:.0f} MiB), "
+        f"{args.tokens} tokens x {args.rounds} rounds, interleaved"
+    )
+    print(
+        f"decode tok/s p50: lokal serve {pct(http_tps, 50):.1f} | in-process {pct(local_tps, 50):.1f} "
+        f"| ratio {ratio:.3f}x (goal >= 0.95x)"
+    )
+    print(
+        f"TTFT p50: lokal serve {pct(http_ttft, 50) * 1000:.1f} ms | in-process {pct(local_ttft, 50) * 1000:.1f} ms "
+        f"| overhead {overhead_ms:.1f} ms (goal <= 15 ms)"
+    )
     print(f"server RSS with no model loaded: {rss_idle / 2**20:.0f} MiB")
     print(f"cold load of the model through the server: {cold_load:.2f} s")
 

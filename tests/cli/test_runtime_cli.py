@@ -98,16 +98,23 @@ def test_serve_offline_with_no_model_starts_on_labelled_synthetic_demo(tmp_path:
         models = httpx.get(srv.base_url + "/models").json()["data"]
         demo = [m for m in models if m["id"] == "lokal-demo-synthetic"]
         assert demo and demo[0]["lokal"]["synthetic"] is True
-        r = httpx.post(srv.base_url + "/chat/completions", timeout=60,
-                       json={"model": "lokal-demo-synthetic", "messages": [{"role": "user", "content": "hi"}],
-                             "max_tokens": 5})
+        r = httpx.post(
+            srv.base_url + "/chat/completions",
+            timeout=60,
+            json={
+                "model": "lokal-demo-synthetic",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 5,
+            },
+        )
         assert r.status_code == 200
         log = srv.log()
         assert "SYNTHETIC" in log and "lokal model download qwen2.5-0.5b" in log
 
 
-def test_models_added_while_serving_appear_without_restart(tiny_gguf: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_added_while_serving_appear_without_restart(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.support.models import standard_entries, write_catalog
 
     write_catalog(tmp_path, standard_entries(tiny_gguf))
@@ -121,9 +128,11 @@ def test_models_added_while_serving_appear_without_restart(tiny_gguf: Path, tmp_
             get_settings.cache_clear()
         ids = [m["id"] for m in httpx.get(srv.base_url + "/models").json()["data"]]
         assert "late-arrival" in ids
-        r = httpx.post(srv.base_url + "/chat/completions", timeout=60,
-                       json={"model": "late-arrival", "messages": [{"role": "user", "content": "x"}],
-                             "max_tokens": 3})
+        r = httpx.post(
+            srv.base_url + "/chat/completions",
+            timeout=60,
+            json={"model": "late-arrival", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3},
+        )
         assert r.status_code == 200, r.text
         (tmp_path / "catalog.yaml").write_text("models: [ {alias: broken} ]\n")  # invalid: no variants
         assert httpx.get(srv.base_url + "/models").status_code == 200  # last good catalog kept

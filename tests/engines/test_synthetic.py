@@ -48,9 +48,8 @@ def test_cancel_stops_generation(tmp_path: Path, tiny_gguf: Path) -> None:
     engine = LlamaCppEngine()
     engine.load(ModelSpec(alias="m", context_length=2048, variants=[variant]), variant, tiny_gguf)
     cancel = threading.Event()
-    n = 0
-    for ev in engine.generate(GenerationRequest(prompt="x", max_tokens=1000, temperature=0), cancel):
-        n += 1
+    events = engine.generate(GenerationRequest(prompt="x", max_tokens=1000, temperature=0), cancel)
+    for n, ev in enumerate(events, start=1):
         if n == 5:
             cancel.set()
         if ev.finish_reason:

@@ -43,7 +43,11 @@ def test_non_streaming_chat_counts_tokens_like_the_tokenizer(client: OpenAI, tin
 def test_streaming_matches_non_streaming_and_reports_usage(client: OpenAI) -> None:
     full = client.chat.completions.create(model="tiny", messages=USER, max_tokens=16, temperature=0)
     stream = client.chat.completions.create(
-        model="tiny", messages=USER, max_tokens=16, temperature=0, stream=True,
+        model="tiny",
+        messages=USER,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     pieces, finishes, usage = [], [], None
@@ -86,7 +90,8 @@ def test_seed_makes_sampling_repeatable(client: OpenAI) -> None:
 def test_temperature_zero_is_deterministic(client: OpenAI) -> None:
     outs = {
         client.chat.completions.create(model="tiny", messages=USER, max_tokens=10, temperature=0)
-        .choices[0].message.content
+        .choices[0]
+        .message.content
         for _ in range(3)
     }
     assert len(outs) == 1
@@ -97,7 +102,10 @@ def test_json_mode_constrains_output_to_json(client: OpenAI) -> None:
 
     for max_tokens in (40, 400):
         r = client.chat.completions.create(
-            model="tiny", messages=USER, max_tokens=max_tokens, temperature=0,
+            model="tiny",
+            messages=USER,
+            max_tokens=max_tokens,
+            temperature=0,
             response_format={"type": "json_object"},
         )
         content = r.choices[0].message.content or ""
@@ -154,8 +162,13 @@ def test_health_and_metrics(lokal_server: LokalServer, client: OpenAI) -> None:
     client.chat.completions.create(model="tiny", messages=USER, max_tokens=3)
     assert httpx.get(lokal_server.url + "/health").json()["status"] == "ok"
     text = httpx.get(lokal_server.url + "/metrics").text
-    for name in ("lokal_requests_total", "lokal_tokens_total", "lokal_queue_depth",
-                 "lokal_time_to_first_token_seconds_bucket", "lokal_output_tokens_per_second_bucket",
-                 "lokal_loaded_models"):
+    for name in (
+        "lokal_requests_total",
+        "lokal_tokens_total",
+        "lokal_queue_depth",
+        "lokal_time_to_first_token_seconds_bucket",
+        "lokal_output_tokens_per_second_bucket",
+        "lokal_loaded_models",
+    ):
         assert name in text, name
     assert 'lokal_tokens_total{direction="out",model="tiny"}' in text

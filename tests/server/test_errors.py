@@ -18,8 +18,10 @@ def server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     entries = standard_entries(tiny_gguf)
     entries.append(tiny_entry("missing-file", tiny_gguf.parent / "not-there.gguf", ["general"]))
     entries.append(
-        {"alias": "not-downloaded", "variants": [{"id": "not-downloaded-cpu:1", "repo": "org/repo",
-                                                  "file": "model.gguf"}]}
+        {
+            "alias": "not-downloaded",
+            "variants": [{"id": "not-downloaded-cpu:1", "repo": "org/repo", "file": "model.gguf"}],
+        }
     )
     write_catalog(home, entries)
     with LokalServer(home, args=["--model", "tiny"]) as srv:
@@ -46,32 +48,83 @@ def _assert_error(resp: httpx.Response, status: int, kind: str, *needles: str) -
 OK = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 CASES: list[tuple[str, dict[str, Any] | None, bytes | None, int, str, tuple[str, ...]]] = [
-    ("malformed json", None, b'{"model": "tiny", "messages": [', 400, "invalid_request_error", ("malformed JSON",)),
+    (
+        "malformed json",
+        None,
+        b'{"model": "tiny", "messages": [',
+        400,
+        "invalid_request_error",
+        ("malformed JSON",),
+    ),
     ("not an object", None, b"[1, 2]", 400, "invalid_request_error", ("JSON object",)),
-    ("unknown model", {**OK, "model": "nope"}, None, 404, "invalid_request_error", ("nope", "tiny", "tiny-coder")),
-    ("not downloaded", {**OK, "model": "not-downloaded"}, None, 404, "invalid_request_error",
-     ("lokal model download not-downloaded",)),
-    ("file vanished", {**OK, "model": "missing-file"}, None, 404, "invalid_request_error", ("not downloaded",)),
-    ("context too long", {**OK, "max_tokens": 5000}, None, 400, "invalid_request_error",
-     ("maximum context length is 2048",)),
+    (
+        "unknown model",
+        {**OK, "model": "nope"},
+        None,
+        404,
+        "invalid_request_error",
+        ("nope", "tiny", "tiny-coder"),
+    ),
+    (
+        "not downloaded",
+        {**OK, "model": "not-downloaded"},
+        None,
+        404,
+        "invalid_request_error",
+        ("lokal model download not-downloaded",),
+    ),
+    (
+        "file vanished",
+        {**OK, "model": "missing-file"},
+        None,
+        404,
+        "invalid_request_error",
+        ("not downloaded",),
+    ),
+    (
+        "context too long",
+        {**OK, "max_tokens": 5000},
+        None,
+        400,
+        "invalid_request_error",
+        ("maximum context length is 2048",),
+    ),
     ("max_tokens zero", {**OK, "max_tokens": 0}, None, 400, "invalid_request_error", ("max_tokens",)),
     ("max_tokens negative", {**OK, "max_tokens": -5}, None, 400, "invalid_request_error", ("max_tokens",)),
     ("max_tokens absurd", {**OK, "max_tokens": 10**12}, None, 400, "invalid_request_error", ("absurd",)),
     ("empty messages", {**OK, "messages": []}, None, 400, "invalid_request_error", ("messages",)),
-    ("bad role", {**OK, "messages": [{"role": "wizard", "content": "x"}]}, None, 400, "invalid_request_error",
-     ("role",)),
+    (
+        "bad role",
+        {**OK, "messages": [{"role": "wizard", "content": "x"}]},
+        None,
+        400,
+        "invalid_request_error",
+        ("role",),
+    ),
     ("path trick", {**OK, "model": "../../etc/passwd"}, None, 400, "invalid_request_error", ("not valid",)),
     ("path trick id", {**OK, "model": "tiny/../x:1"}, None, 400, "invalid_request_error", ("not valid",)),
     ("missing model", {"messages": OK["messages"]}, None, 400, "invalid_request_error", ("model",)),
     ("bad temperature", {**OK, "temperature": 9}, None, 400, "invalid_request_error", ("temperature",)),
-    ("embeddings model in chat", {**OK, "model": "all-minilm-l6-v2"}, None, 400, "invalid_request_error",
-     ("embeddings model",)),
+    (
+        "embeddings model in chat",
+        {**OK, "model": "all-minilm-l6-v2"},
+        None,
+        400,
+        "invalid_request_error",
+        ("embeddings model",),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "body", "raw", "status", "kind", "needles"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_an_openai_error_and_server_survives(
-    server: LokalServer, name: str, body: Any, raw: bytes | None, status: int, kind: str, needles: tuple[str, ...]
+    server: LokalServer,
+    name: str,
+    body: Any,
+    raw: bytes | None,
+    status: int,
+    kind: str,
+    needles: tuple[str, ...],
 ) -> None:
     _assert_error(_chat(server, body, raw), status, kind, *needles)
     ok = _chat(server, OK)
@@ -102,7 +155,6 @@ def test_api_key_is_enforced_when_set(tiny_gguf: Path, tmp_path: Path) -> None:
     with LokalServer(tmp_path, env={"LOKAL_API_KEY": "s3cret"}, args=["--model", "tiny"]) as srv:
         url = srv.base_url + "/chat/completions"
         _assert_error(httpx.post(url, json=OK), 401, "authentication_error", "API key")
-        _assert_error(httpx.post(url, json=OK, headers={"Authorization": "Bearer wrong"}), 401,
-                      "authentication_error")
+        _assert_error(httpx.post(url, json=OK, headers={"Authorization": "Bearer wrong"}), 401, "authentication_error")
         assert httpx.post(url, json=OK, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(srv.url + "/health").status_code == 200  # probes need no key

@@ -89,8 +89,12 @@ def test_full_queue_answers_503_with_retry_after(home: Path) -> None:
 def test_client_disconnect_cancels_generation_within_a_second(home: Path) -> None:
     with LokalServer(home) as srv:
         _chat(srv, "tiny")
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "max_tokens": 2000,
-                "stream": True}
+        body = {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "go"}],
+            "max_tokens": 2000,
+            "stream": True,
+        }
         with httpx.stream("POST", srv.base_url + "/chat/completions", json=body, timeout=30) as resp:
             lines = resp.iter_lines()
             got = [next(lines) for _ in range(6)]

@@ -32,8 +32,20 @@ class LokalServer:
     def start(self, timeout: float = 60.0) -> LokalServer:
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "lokal", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--no-pull", "--log-level", "warning", *self._args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lokal",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-pull",
+            "--log-level",
+            "warning",
+            *self._args,
+        ]
         self.proc = subprocess.Popen(cmd, env=self._env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,7 +10,9 @@ from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
 from lokal.engines.synthetic import ModelShape, shape_for, write_gguf
 
-SYNTH_NOTE = "SYNTHETIC: random weights with the shape of {like}; for capacity planning and benchmarks. Its text is noise."
+SYNTH_NOTE = (
+    "SYNTHETIC: random weights with the shape of {like}; for capacity planning and benchmarks. Its text is noise."
+)
 
 # The model `lokal serve` falls back to when nothing real can be had offline: small enough to write in a blink.
 DEMO_ALIAS = "lokal-demo-synthetic"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from typing import Annotated
@@ -52,8 +53,12 @@ def command(
             env[f"LOKAL_CHAT_{key}"] = value
     cmd = chainlit_command(host, port, headless=not open_browser)
     typer.echo(f"lokal chat on http://{host}:{port} (collection {collection}); Ctrl-C to stop")
+    proc = subprocess.Popen(cmd, cwd=root, env=env)
+    # Stopping `lokal chat` stops the UI too, instead of leaving an orphaned Chainlit server on the port.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
-        code = subprocess.call(cmd, cwd=root, env=env)
+        code = proc.wait()
     except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+        proc.terminate()
+        code = proc.wait()
+    raise typer.Exit(code if code > 0 else 0)

@@ -15,7 +15,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """lokal: local models behind an OpenAI-compatible API (default http://127.0.0.1:5273/v1)."""

@@ -53,11 +53,21 @@ def synth(
             f"{shape.n_layer} layers, {shape.n_embd} wide, {shape.n_head}/{shape.n_head_kv} heads, "
             f"vocab {shape.n_vocab}), {quant}"
         )
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
-                      transient=True) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             task = bar.add_task("layers", total=shape.n_layer + 2)
-            spec = synthesize(get_settings(), like, quant, alias,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+            spec = synthesize(
+                get_settings(),
+                like,
+                quant,
+                alias,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
         size = spec.variants[0].size_bytes
         out().print(f"[green]registered[/] [bold]{spec.alias}[/] ({human_size(size)}): {spec.description}")
         out().print(f"serve it: lokal serve --model {spec.alias}   |   its text is noise")
@@ -98,6 +108,14 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
     for m in data["models"]:
         slots = f"{m['slots_busy']}/{m['slots']}" if "slots" in m and "slots_busy" in m else "-"
         alias = m["alias"] + (" [yellow](synthetic)[/]" if m.get("synthetic") else "")
-        table.add_row(alias, m["id"], m["engine"], human_size(m["memory_bytes"]), f"{m['load_seconds']:.2f}",
-                      f"{m['ttl_left']:.0f}", str(m["queue_depth"]), slots)
+        table.add_row(
+            alias,
+            m["id"],
+            m["engine"],
+            human_size(m["memory_bytes"]),
+            f"{m['load_seconds']:.2f}",
+            f"{m['ttl_left']:.0f}",
+            str(m["queue_depth"]),
+            slots,
+        )
     out().print(table if data["models"] else "no models loaded")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import httpx
 import typer
@@ -19,6 +19,10 @@ from lokal.config import get_settings
 from lokal.engines.base import ChatMessage, GenerationRequest
 
 console = Console(stderr=True)
+
+if TYPE_CHECKING:
+    from openai import Stream
+    from openai.types.chat import ChatCompletionChunk
 
 
 def _server_up(base: str) -> bool:
@@ -48,7 +52,8 @@ class _Local:
     def stream(self, history: list[dict[str, str]], max_tokens: int | None, temperature: float) -> Iterator[str]:
         req = GenerationRequest(
             messages=tuple(ChatMessage(m["role"], m["content"]) for m in history),
-            max_tokens=max_tokens, temperature=temperature,
+            max_tokens=max_tokens,
+            temperature=temperature,
         )
         for ev in self.engine.generate(req, threading.Event()):
             if ev.text:
@@ -66,10 +71,14 @@ class _Remote:
         from openai import APIError
 
         try:
-            for chunk in self.client.chat.completions.create(
-                model=self.name, messages=history, max_tokens=max_tokens, temperature=temperature,  # type: ignore[arg-type]
+            chunks = self.client.chat.completions.create(
+                model=self.name,
+                messages=cast(Any, history),
+                max_tokens=max_tokens,
+                temperature=temperature,
                 stream=True,
-            ):
+            )
+            for chunk in cast("Stream[ChatCompletionChunk]", chunks):
                 for ch in chunk.choices:
                     if ch.delta.content:
                         yield ch.delta.content

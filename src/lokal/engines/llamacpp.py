@@ -19,6 +19,9 @@ INSTALL_HINT = (
     "  (the native build crashes on quantized models on some AVX-512 CPUs)"
 )
 MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # KV cache grows with it; most chats fit
+# One sampling recipe for the single-stream and the batched engine, so a seed means the same thing in both.
+TOP_K = 40
+MIN_P = 0.05
 
 
 def import_llama_cpp() -> Any:
@@ -50,6 +53,8 @@ class LlamaCppEngine:
         self._n_gpu_layers = n_gpu_layers
         self._n_ctx = n_ctx
         self._llm: Any = None
+        self._model: Any = None  # llama_cpp._internals.LlamaModel: tokenizer and metadata, shared by every mode
+        self._meta: dict[str, str] = {}
         self._formatter: Callable[..., Any] | None = None
         self._bos_text = "\0"
         self._spec: ModelSpec | None = None
@@ -74,11 +79,8 @@ class LlamaCppEngine:
             )
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp could not load {path.name}: {exc}") from exc
-        self._spec = spec
-        bos = self._llm.detokenize([self._llm.token_bos()], special=True).decode("utf-8", "replace")
-        self._bos_text = bos or "\0"
-        self._formatter = self._make_formatter(spec)
-        meta = dict(self._llm.metadata)
+        self._attach(spec, self._llm._model, dict(self._llm.metadata))
+        meta = self._meta
         self.info = EngineInfo(
             memory_bytes=path.stat().st_size + gguf_kv_bytes(meta, n_ctx),
             load_seconds=time.perf_counter() - t0,
@@ -86,22 +88,32 @@ class LlamaCppEngine:
             extra={"synthetic": meta.get("lokal.synthetic") == "true", "gpu_layers": gpu_layers},
         )
 
+    def _attach(self, spec: ModelSpec, model: Any, meta: dict[str, str]) -> None:
+        """Tokenizer, metadata and chat template of a loaded model: what every mode needs to build prompts."""
+        self._spec = spec
+        self._model = model
+        self._meta = meta
+        bos = model.detokenize([model.token_bos()], special=True).decode("utf-8", "replace")
+        self._bos_text = bos or "\0"
+        self._formatter = self._make_formatter(spec)
+
     def unload(self) -> None:
         if self._llm is not None:
             self._llm.close()
         self._llm = None
+        self._model = None
 
     def _make_formatter(self, spec: ModelSpec) -> Callable[..., Any]:
         """The GGUF's own Jinja chat template when it has one, else the catalog's template family."""
         from llama_cpp import llama_chat_format as lcf
 
-        llm = self._llm
-        template = llm.metadata.get("tokenizer.chat_template")
+        model = self._model
+        template = self._meta.get("tokenizer.chat_template")
         if template:
-            eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
-            bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
+            eos = model.detokenize([model.token_eos()], special=True).decode("utf-8", "replace")
+            bos = model.detokenize([model.token_bos()], special=True).decode("utf-8", "replace")
             return lcf.Jinja2ChatFormatter(
-                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[llm.token_eos()]
+                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[model.token_eos()]
             )
         family = (spec.chat_template or "chatml").replace("-", "_")
         fmt = getattr(lcf, f"format_{family}", None)
@@ -112,16 +124,18 @@ class LlamaCppEngine:
     # -- prompts -----------------------------------------------------------------------------------------------
     def _prompt(self, req: GenerationRequest) -> tuple[list[int], list[str]]:
         """Token ids of the prompt and the template's own stop strings."""
-        llm = self._llm
+        model = self._model
+        if model is None:
+            raise EngineError("model is not loaded")
         if req.messages is None:
-            return llm.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False), []
+            return model.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False), []
         result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages])
         stop = result.stop
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         text = result.prompt
         # Templates that write the BOS text themselves must not get a second BOS token.
         add_bos = not text.startswith(self._bos_text)
-        return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True), stops
+        return model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True), stops
 
     def count_tokens(self, req: GenerationRequest) -> int:
         return len(self._prompt(req)[0])
@@ -153,18 +167,18 @@ class LlamaCppEngine:
         tokens, template_stops = self._prompt(req)
         max_tokens = self.budget(len(tokens), req.max_tokens)
         grammar = self._grammar() if req.json_mode else None
-        if req.seed is not None:
-            llm.set_seed(req.seed)
+        llama_cpp = import_llama_cpp()
+        # No seed means a fresh random one, not whatever seed the previous request left behind.
+        llm.set_seed(req.seed if req.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         stream = TextStream([*req.stop, *template_stops])
         vocab = llm._model.vocab
-        llama_cpp = import_llama_cpp()
         n_out = 0
         finish: str = "length"
         gen = llm.generate(
             tokens,
-            top_k=40 if req.temperature > 0 else 1,
+            top_k=TOP_K if req.temperature > 0 else 1,
             top_p=req.top_p,
-            min_p=0.05,
+            min_p=MIN_P,
             temp=req.temperature,
             repeat_penalty=1.0,
             grammar=grammar,

@@ -196,7 +196,11 @@ class OrtGenAIEngine:
         genai_config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         model_ctx = int(genai_config.get("model", {}).get("context_length") or spec.context_length)
         n_ctx = self._n_ctx or min(model_ctx, spec.context_length, MAX_CONTEXT)
-        self._template = self._pick_template(spec, folder)
+        try:
+            self._template = self._pick_template(spec, folder)
+        except EngineError:
+            self.unload()
+            raise
         self._eos_ids = frozenset(int(t) for t in self._tokenizer.eos_token_ids)
         bos = int(self._tokenizer.bos_token_id)
         self._bos_id = bos if bos >= 0 else None

@@ -39,10 +39,14 @@ class RemoteEngine:
             headers["Authorization"] = f"Bearer {key}"
         self._base = variant.base_url.rstrip("/")
         self._model = variant.upstream_model or spec.alias
-        self._client = httpx.Client(base_url=self._base, headers=headers,
-                                    timeout=httpx.Timeout(self._timeout, connect=10.0))
-        self.info = EngineInfo(load_seconds=time.perf_counter() - t0, context_length=spec.context_length,
-                               extra={"upstream": self._base})
+        self._client = httpx.Client(
+            base_url=self._base, headers=headers, timeout=httpx.Timeout(self._timeout, connect=10.0)
+        )
+        self.info = EngineInfo(
+            load_seconds=time.perf_counter() - t0,
+            context_length=spec.context_length,
+            extra={"upstream": self._base},
+        )
 
     def unload(self) -> None:
         if self._client is not None:

@@ -26,8 +26,9 @@ class SentenceEngine:
         same = path is None or path.resolve() == minilm_path().resolve()
         self._embedder = get_embedder() if same else Embedder(path)
         size = sum(p.stat().st_size for p in self._embedder.path.rglob("*") if p.is_file())
-        self.info = EngineInfo(memory_bytes=size, load_seconds=time.perf_counter() - t0,
-                               context_length=spec.context_length)
+        self.info = EngineInfo(
+            memory_bytes=size, load_seconds=time.perf_counter() - t0, context_length=spec.context_length
+        )
 
     def count_tokens(self, req: GenerationRequest) -> int:
         raise InvalidRequest(f"{self._alias} is an embeddings model; use /v1/embeddings", param="model")
@@ -43,7 +44,8 @@ class SentenceEngine:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if self._embedder is None:
             raise EngineError("model is not loaded")
-        return self._embedder.encode(texts).tolist()  # type: ignore[no-any-return]
+        vectors: list[list[float]] = self._embedder.encode(texts).tolist()
+        return vectors
 
     def unload(self) -> None:
         self._embedder = None

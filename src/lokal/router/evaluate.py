@@ -108,6 +108,7 @@ def fit(
     sem = SemanticDetector(spec, encoder, FitParams(examples=examples))
     rules = RuleDetector(spec)
     labels = [r.intent for r in rows]
+    sem.prime([r.prompt for r in rows])
     sem_scores = [sem.scores(r.prompt, exclude_identical=True) for r in rows]
     sem_thr, _ = _fit_thresholds(sem.intents, sem_scores, labels)
     hits = [rules.hits(r.prompt) for r in rows]
@@ -194,4 +195,7 @@ def score_predictions(method: str, rows: Sequence[Labeled], predicted: Sequence[
 
 
 def evaluate(method: str, detector: Detector, rows: Sequence[Labeled]) -> EvalReport:
+    prime = getattr(getattr(detector, "semantic", detector), "prime", None)
+    if callable(prime):
+        prime([r.prompt for r in rows])
     return score_predictions(method, rows, [detector.detect(r.prompt).intent for r in rows])

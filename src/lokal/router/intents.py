@@ -192,6 +192,18 @@ class SemanticDetector:
                 self._memo.popitem(last=False)
         return vec
 
+    def prime(self, prompts: Sequence[str], batch_size: int = 64) -> None:
+        """Encode many prompts in batches up front (evaluation, calibration): far cheaper than one by one."""
+        todo = list(dict.fromkeys(p for p in prompts if p not in self._memo))
+        if not todo:
+            return
+        vecs = self.encoder.encode(todo, batch_size=batch_size)
+        with self._memo_lock:
+            for p, v in zip(todo, vecs, strict=True):
+                self._memo[p] = v
+            while len(self._memo) > max(self._memo_size, len(todo)):
+                self._memo.popitem(last=False)
+
     def scores(self, prompt: str, exclude_identical: bool = False) -> np.ndarray:
         """Per-intent score, aligned with ``self.intents``."""
         import numpy as np

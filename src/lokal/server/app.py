@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -52,9 +52,7 @@ def build_state(settings: Settings) -> AppState:
     def locate(variant: Variant) -> Path | None:
         return locate_artifact(cache, variant)
 
-    manager = ModelManager(
-        settings, catalog.resolve, locate, lambda variant: make_engine(variant, settings)
-    )
+    manager = ModelManager(settings, catalog.resolve, locate, lambda variant: make_engine(variant, settings))
     metrics = Metrics()
     return AppState(
         settings=settings,
@@ -88,7 +86,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         )
 
     @app.middleware("http")
-    async def auth_and_count(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def auth_and_count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
         key = settings.api_key
         if key and path != "/" and not path.startswith(_OPEN_PATHS) and request.method != "OPTIONS":
@@ -119,8 +117,14 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        body = {"error": {"message": f"internal error: {type(exc).__name__}: {exc}", "type": "server_error",
-                          "param": None, "code": None}}
+        body = {
+            "error": {
+                "message": f"internal error: {type(exc).__name__}: {exc}",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
         return JSONResponse(body, status_code=500)
 
     app.include_router(openai.router)

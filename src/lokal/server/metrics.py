@@ -12,16 +12,24 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "lokal_requests", "HTTP API requests", ["endpoint", "model", "status"], registry=r
-        )
+        self.requests = Counter("lokal_requests", "HTTP API requests", ["endpoint", "model", "status"], registry=r)
         self.tokens = Counter("lokal_tokens", "Tokens processed", ["model", "direction"], registry=r)
         self.ttft = Histogram(
-            "lokal_time_to_first_token_seconds", "Time to first token", ["model"], buckets=_TTFT_BUCKETS, registry=r
+            "lokal_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
         )
         self.tps = Histogram(
-            "lokal_output_tokens_per_second", "Decode speed per request", ["model"], buckets=_TPS_BUCKETS, registry=r
+            "lokal_output_tokens_per_second",
+            "Decode speed per request",
+            ["model"],
+            buckets=_TPS_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("lokal_queue_depth", "Requests queued or running per model", ["model"], registry=r)
         self.loaded_models = Gauge("lokal_loaded_models", "Models loaded in memory", registry=r)
-        self.model_memory = Gauge("lokal_model_memory_bytes", "Estimated memory per loaded model", ["model"], registry=r)
+        self.model_memory = Gauge(
+            "lokal_model_memory_bytes", "Estimated memory per loaded model", ["model"], registry=r
+        )

@@ -50,9 +50,7 @@ class Serving:
         if spec.task != task:
             if spec.task == "embeddings":
                 raise InvalidRequest(f"{spec.alias} is an embeddings model; use /v1/embeddings", param="model")
-            raise InvalidRequest(
-                f"{spec.alias} is not an embeddings model; try all-minilm-l6-v2", param="model"
-            )
+            raise InvalidRequest(f"{spec.alias} is not an embeddings model; try all-minilm-l6-v2", param="model")
 
     async def _generate(self, kind: Kind, body: SamplingParams, req: GenerationRequest) -> Outcome:
         self._check_task(body.model, "chat-completion")
@@ -150,7 +148,13 @@ class Serving:
     ) -> AsyncIterator[str]:
         created = now()
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        head = {"id": rid, "object": obj, "created": created, "model": lm.id, "system_fingerprint": _fingerprint(lm)}
+        head = {
+            "id": rid,
+            "object": obj,
+            "created": created,
+            "model": lm.id,
+            "system_fingerprint": _fingerprint(lm),
+        }
         # Serialise the fixed part once: per-token work stays a string concatenation.
         prefix = json.dumps(head)[:-1] + ', "choices": [{"index": 0, '
 
@@ -183,11 +187,15 @@ class Serving:
             usage = last.usage or Usage(0, 0)
             self._observe(lm, usage, t0, t_first)
             if body.include_usage:
-                tail = dict(head, choices=[], usage={
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens,
-                })
+                tail = dict(
+                    head,
+                    choices=[],
+                    usage={
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "total_tokens": usage.total_tokens,
+                    },
+                )
                 yield json.dumps(tail)
             yield "[DONE]"
         finally:
@@ -208,8 +216,10 @@ class Serving:
         if callable(count):
             tokens = int(count(body.texts))
         self.metrics.tokens.labels(lm.spec.alias, "in").inc(tokens)
-        data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-                for i, v in enumerate(vectors)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
         return {
             "object": "list",
             "data": data,

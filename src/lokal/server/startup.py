@@ -29,12 +29,20 @@ def prepare_default(settings: Settings, name: str | None, *, pull: bool, console
         if pull and not settings.offline:
             console.print(f"default model {spec.alias} is not cached; downloading {variant.id} ...")
             with Progress(
-                "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                console=console, transient=True,
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=console,
+                transient=True,
             ) as bar:
                 task = bar.add_task(spec.alias, total=variant.size_bytes)
-                download(variant, settings, progress=lambda done, total: bar.update(task, completed=done, total=total),
-                         timeout=15.0)
+                download(
+                    variant,
+                    settings,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    timeout=15.0,
+                )
             console.print(f"default model: [bold]{spec.alias}[/] (downloaded)")
             return spec.alias
         reason = "downloads are off (--no-pull or LOKAL_OFFLINE)"

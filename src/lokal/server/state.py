@@ -77,8 +77,15 @@ class AppState:
                 cards.append(self._card(spec, variant))
         if self.router is not None:
             for name in self.router.names():
-                cards.append({"id": name, "object": "model", "created": 0, "owned_by": "lokal-router",
-                              "lokal": {"router": True, "task": "chat-completion"}})
+                cards.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "lokal-router",
+                        "lokal": {"router": True, "task": "chat-completion"},
+                    }
+                )
         return cards
 
     def model_card(self, name: str) -> dict[str, Any]:
