@@ -27,16 +27,15 @@ from benchmarks._common import pct, synthetic_model  # noqa: E402
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
-def in_process(path: Path, tokens: int) -> tuple[float, float]:
+def in_process(path: Path, tokens: int, prompt: str) -> tuple[float, float]:
     """(ttft seconds, decode tokens/s) for one streamed completion, llama-cpp-python alone."""
     from llama_cpp import Llama
 
     llm = _llm_cache.setdefault(str(path), Llama(str(path), n_ctx=2048, verbose=False))
-    llm.reset()
     t0 = time.perf_counter()
     first = last = 0.0
     n = 0
-    for chunk in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0, stream=True):
+    for chunk in llm.create_completion(prompt, max_tokens=tokens, temperature=0, stream=True):
         if chunk["choices"][0]["text"]:
             now = time.perf_counter()
             if n == 0:
@@ -49,8 +48,8 @@ def in_process(path: Path, tokens: int) -> tuple[float, float]:
 _llm_cache: dict[str, object] = {}
 
 
-def over_http(base: str, tokens: int) -> tuple[float, float]:
-    body = {"model": "bench", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True}
+def over_http(base: str, tokens: int, prompt: str) -> tuple[float, float]:
+    body = {"model": "bench", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
     t0 = time.perf_counter()
     first = last = 0.0
     n = 0
@@ -86,14 +85,16 @@ def main() -> None:
             t0 = time.perf_counter()
             httpx.post(srv.url + "/lokal/models/bench/load", timeout=300).raise_for_status()
             cold_load = time.perf_counter() - t0
-            over_http(srv.base_url, 8)  # warm both paths
-            in_process(path, 8)
+            over_http(srv.base_url, 8, PROMPT)  # warm both paths
+            in_process(path, 8, PROMPT)
             http_ttft, http_tps, local_ttft, local_tps = [], [], [], []
-            for _ in range(args.rounds):  # interleaved, so drift on a noisy machine hits both sides
-                a, b = over_http(srv.base_url, args.tokens)
+            # Interleaved, so drift on a noisy machine hits both sides; a fresh prompt prefix each round, so
+            # neither side skips prompt processing through llama.cpp's prefix reuse.
+            for i in range(args.rounds):
+                a, b = over_http(srv.base_url, args.tokens, f"[round {i}a] {PROMPT}")
                 http_ttft.append(a)
                 http_tps.append(b)
-                c, d = in_process(path, args.tokens)
+                c, d = in_process(path, args.tokens, f"[round {i}b] {PROMPT}")
                 local_ttft.append(c)
                 local_tps.append(d)
 

@@ -16,9 +16,7 @@ Factory = Callable[..., ScriptedServer]
 def scripted() -> Iterator[Factory]:
     started: list[ScriptedServer] = []
 
-    def start(
-        default: Script | None = None, scripts: dict[str, Script] | None = None, **kw: Any
-    ) -> ScriptedServer:
+    def start(default: Script | None = None, scripts: dict[str, Script] | None = None, **kw: Any) -> ScriptedServer:
         srv = ScriptedServer(default, scripts, **kw).start()
         started.append(srv)
         return srv

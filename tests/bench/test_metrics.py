@@ -94,9 +94,7 @@ def test_builtin_prompts_are_fixed_and_unique() -> None:
 def test_prompt_file_accepts_strings_and_objects(tmp_path: Path) -> None:
     f = tmp_path / "p.json"
     f.write_text(
-        json.dumps(
-            ["hello there", {"id": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}]
-        )
+        json.dumps(["hello there", {"id": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}])
     )
     ps = load_prompts(f)
     assert [p.id for p in ps] == ["p0", "x"]

@@ -249,5 +249,3 @@ def fake_openai_app(state: FakeOpenAI) -> Any:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
-
-

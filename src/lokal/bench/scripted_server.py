@@ -129,10 +129,11 @@ def build_app(
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
             try:
+                start = arrived  # the script's clock starts when the request arrives, not when we got to it
                 if capacity is not None:
                     await capacity.acquire()
+                    start = max(arrived, time.perf_counter())
                 try:
-                    start = time.perf_counter()
                     for i, word in enumerate(words):
                         await wait_until(start + script.ttft_s + i * script.itl_s)
                         choice: dict[str, Any] = {

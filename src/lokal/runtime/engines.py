@@ -19,7 +19,7 @@ def make_engine(variant: Variant, settings: Settings) -> Engine:
     if variant.engine == "onnx":
         from lokal.engines.ortgenai import OrtGenAIEngine
 
-        return OrtGenAIEngine()
+        return OrtGenAIEngine(n_threads=settings.n_threads)
     if variant.engine == "sentence-transformers":
         from lokal.engines.sentence import SentenceEngine
 
