@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# module level: FastAPI resolves the string annotations of the fake's routes against these globals
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
 GUIDE_MD = """\
 # Lokal user guide
 
@@ -199,9 +203,6 @@ class FakeOpenAI:
 
 
 def fake_openai_app(state: FakeOpenAI) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     app = FastAPI()
 
     @app.get("/v1/models")

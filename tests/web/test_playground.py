@@ -208,7 +208,7 @@ def test_javascript_helpers(page: Page, lokal_server: LokalServer) -> None:
             const res = new Response(new Blob([body]).stream());
             const events = [];
             for await (const d of api.sseData(res)) events.push(d);
-            const long = Array.from({ length: 40 }, (_, i) => `Sentence number ${i} is here.`).join(" ");
+            const long = Array.from({ length: 80 }, (_, i) => `Sentence number ${i} is here.`).join(" ");
             return {
                 events,
                 passages: rag.splitPassages("one\\n\\n\\n  two  \\n\\nthree").map((p) => p.text),

@@ -1,0 +1,233 @@
+"""One engine thread that decodes many requests together (continuous batching), behind ModelWorker's interface.
+
+The thread loops: admit waiting requests into free slots, run queued engine calls (embed, count_tokens), decode
+one step for every admitted request, hand each request its new events, free the slots of requests that ended
+or whose client left. New requests therefore join between steps, and a cancelled one frees its slot at the
+next step. Requests beyond the free slots wait in a bounded queue; when it is full the server answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from lokal.engines.base import Engine, GenerationEvent, GenerationRequest
+from lokal.errors import EngineError, LokalError, Overloaded
+from lokal.runtime.worker import DONE, Emit, ModelWorker, Worker, consume
+
+
+class Slotted(Protocol):
+    """One request inside a batching engine."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def take_events(self) -> list[GenerationEvent]: ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine that decodes several sequences per step (llamacpp_batch.BatchedLlamaCppEngine)."""
+
+    slots: int
+    steps: int
+    prefix_reused_tokens: int
+    recent_batch_sizes: deque[int]
+
+    @property
+    def batched(self) -> bool: ...
+
+    @property
+    def free_slots(self) -> int: ...
+
+    def open(self, req: GenerationRequest) -> Any: ...
+
+    def step(self) -> Sequence[Any]: ...
+
+    def close(self, seq: Any, *, failed: bool = False) -> None: ...
+
+
+@dataclass(slots=True)
+class _Request:
+    req: GenerationRequest
+    emit: Emit
+    cancel: threading.Event = field(default_factory=threading.Event)
+    seq: Any = None  # the engine's sequence once admitted
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[], Any]
+    emit: Emit
+
+
+class BatchWorker:
+    def __init__(self, engine: BatchEngine, name: str, queue_size: int = 32) -> None:
+        self.engine = engine
+        self.name = name
+        self._queue_size = queue_size
+        self._cond = threading.Condition()
+        self._waiting: deque[_Request] = deque()
+        self._calls: deque[_Call] = deque()
+        self._active: list[_Request] = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=f"lokal-batch-{name}", daemon=True)
+        self._thread.start()
+
+    # -- figures -----------------------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Requests waiting plus those in a slot."""
+        return len(self._waiting) + len(self._calls) + len(self._active)
+
+    def stats(self) -> dict[str, int | float]:
+        sizes = list(self.engine.recent_batch_sizes)
+        return {
+            "slots": self.engine.slots,
+            "slots_busy": len(self._active),
+            "waiting": len(self._waiting),
+            "batch_size": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            "decode_steps": self.engine.steps,
+            "prefix_reused_tokens": self.engine.prefix_reused_tokens,
+        }
+
+    # -- the engine thread -------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._waiting or self._calls or self._active or self._closing):
+                    self._cond.wait()
+                if self._closing and not (self._waiting or self._calls or self._active):
+                    return
+                calls = list(self._calls)
+                self._calls.clear()
+                admitted = []
+                while self._waiting and len(self._active) + len(admitted) < self.engine.slots:
+                    admitted.append(self._waiting.popleft())
+            for call in calls:
+                self._run_call(call)
+            for job in admitted:
+                self._admit(job)
+            self._drop_cancelled()
+            if self._active:
+                self._step()
+
+    def _run_call(self, call: _Call) -> None:
+        try:
+            call.emit(("ok", call.fn()))
+        except LokalError as exc:
+            call.emit(exc)
+        except Exception as exc:  # an engine bug must not kill the thread that serves everyone else
+            call.emit(EngineError(f"{type(exc).__name__}: {exc}"))
+        finally:
+            call.emit(DONE)
+
+    def _admit(self, job: _Request) -> None:
+        if job.cancel.is_set():
+            job.emit(DONE)
+            return
+        try:
+            job.seq = self.engine.open(job.req)  # prompt too long and the like fail here, before any header
+        except Exception as exc:
+            job.emit(exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}"))
+            job.emit(DONE)
+            return
+        with self._cond:
+            self._active.append(job)
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._active if j.cancel.is_set()]:
+            self._release(job)
+
+    def _release(self, job: _Request, *, failed: bool = False) -> None:
+        self.engine.close(job.seq, failed=failed)
+        with self._cond:
+            self._active.remove(job)
+        job.emit(DONE)
+
+    def _step(self) -> None:
+        try:
+            self.engine.step()
+        except Exception as exc:
+            err = exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}")
+            for job in list(self._active):  # the batch's state is unknown: every sequence in it ends
+                job.emit(err)
+                self._release(job, failed=True)
+            return
+        for job in list(self._active):
+            seq: Slotted = job.seq
+            for event in seq.take_events():
+                job.emit(event)
+            if seq.done:
+                self._release(job)
+
+    # -- the async side ----------------------------------------------------------------------------------------
+    def _channel(self) -> tuple[Emit, asyncio.Queue[Any]]:
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(out.put_nowait, item)
+
+        return emit, out
+
+    def _full(self) -> Overloaded:
+        return Overloaded(f"model {self.name!r} has {self.depth} requests queued; try again shortly", retry_after=1)
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        emit, out = self._channel()
+        job = _Request(req, emit)
+        with self._cond:
+            if self._closing:
+                raise EngineError(f"model {self.name!r} is unloading")
+            if len(self._waiting) >= self._queue_size:
+                raise self._full()
+            self._waiting.append(job)
+            self._cond.notify()
+        try:
+            async for item in consume(out):
+                yield item
+        finally:
+            job.cancel.set()  # client gone or finished: the slot is freed at the next step
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run any engine call (embed, count_tokens) on the engine thread, between two decode steps."""
+        emit, out = self._channel()
+        with self._cond:
+            if len(self._calls) >= self._queue_size:
+                raise self._full()
+            self._calls.append(_Call(fn, emit))
+            self._cond.notify()
+        result: Any = None
+        async for item in consume(out):
+            result = item[1]
+        return result
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        result: list[list[float]] = await self.call(lambda: self.engine.embed(texts))
+        return result
+
+    def close(self, unload: bool = True) -> None:
+        """Finish the admitted and queued work, stop the thread, then free the engine."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        if self._thread.is_alive():  # still generating after 30 s: stop the requests rather than wait on
+            with self._cond:
+                for job in [*self._waiting, *self._active]:
+                    job.cancel.set()
+            self._thread.join(timeout=10)
+        if unload and not self._thread.is_alive():
+            self.engine.unload()
+
+
+def make_worker(engine: Engine, name: str, queue_size: int = 32) -> Worker:
+    """The batching worker when the engine loaded with several slots; the one-at-a-time worker otherwise."""
+    if isinstance(engine, BatchEngine) and engine.batched and engine.slots > 1:
+        return BatchWorker(engine, name, queue_size)
+    return ModelWorker(engine, name, queue_size)
