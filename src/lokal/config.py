@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     api_key: str | None = None
     cors_origins: list[str] = Field(default_factory=list)
     queue_size: int = 32
+    parallel: int | None = None  # requests decoded together per llama.cpp model; None = from context and budget
     n_threads: int | None = None
     hf_endpoint: str = "https://huggingface.co"
     offline: bool = False

@@ -66,8 +66,8 @@ def test_open_loop_ignores_slow_responses_but_honours_the_cap(scripted: Factory)
 
 
 def test_sweep_finds_the_highest_load_whose_slo_holds(scripted: Factory) -> None:
-    # The server runs 2 requests at a time; a third waits, so its TTFT doubles past the 70 ms SLO.
-    srv = scripted(Script(ttft_s=0.04, tokens=2), max_parallel=2)
+    # The server runs 2 requests at a time; a third waits, so its TTFT doubles past the 80 ms SLO.
+    srv = scripted(Script(ttft_s=0.05, tokens=2), max_parallel=2)
     res = run_bench(
         config(
             srv,
@@ -75,7 +75,7 @@ def test_sweep_finds_the_highest_load_whose_slo_holds(scripted: Factory) -> None
             prompts=prompts(8),
             rounds=1,
             sweep=Sweep.parse("concurrency:1,2,4,8"),
-            slo=SLO(ttft_s=0.07, attainment=0.9),
+            slo=SLO(ttft_s=0.08, attainment=0.9),
         )
     )
     m = res.models[0]

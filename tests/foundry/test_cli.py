@@ -88,6 +88,8 @@ def test_service_start_status_ps_and_model_verbs(env: FoundryHome) -> None:
     assert code == 0 and TINY_ID in out
     code, out = foundry("model", "run", "tiny", "--prompt", "hello", "--max-tokens", "4")
     assert code == 0 and out.strip()  # noise from random weights, but some text
+    code, out = foundry("model", "run", "tiny", "--max-tokens", "3", input="hello\nexit\n")
+    assert code == 0 and "Chatting with tiny" in out and out.count("> ") == 2  # answered, then left on "exit"
     code, out = foundry("model", "unload", "tiny")
     assert code == 0 and "unloaded" in out
     code, out = foundry("service", "ps")

@@ -60,6 +60,8 @@ def test_streams_switches_model_and_charts_each_answer(page: Page, lokal_server:
     assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
     assert second["messages"][1]["content"] == first.locator(".msg-body").inner_text()
 
+    # The page itself never scrolls (the sidebar and the panes do), so the prompt box stays in view.
+    assert page.evaluate("document.documentElement.scrollHeight <= window.innerHeight")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "playground-chat.png"))
 

@@ -129,7 +129,9 @@ def _cached_ids(client: httpx.Client) -> set[str]:
 
 
 def _mb(n: int | float) -> str:
-    return f"{n / 1024:.2f} GB" if n >= 1024 else f"{n:.0f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.2f} GB"
+    return f"{n:.1f} MB" if n < 10 else f"{n:.0f} MB"
 
 
 # -- service -----------------------------------------------------------------------------------------------

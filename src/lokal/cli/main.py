@@ -23,6 +23,7 @@ def _root() -> None:
 # (verb, module, help). A module is either a group (`app`) or a single command (`command`).
 _GROUPS: list[tuple[str, str, str]] = [
     ("serve", "lokal.cli.serve", "Start the OpenAI-compatible server."),
+    ("service", "lokal.cli.service", "Run lokal serve in the background: start, stop, status."),
     ("model", "lokal.cli.model", "Catalog, download, load and inspect models."),
     ("cache", "lokal.cli.cache", "The local model cache."),
     ("run", "lokal.cli.run", "Chat with a model (one-shot with --prompt, else interactive)."),

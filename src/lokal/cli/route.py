@@ -38,9 +38,7 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", help="LOKAL_HOME (defaul
 BaseUrlOpt = Annotated[
     str | None, typer.Option("--base-url", help="The lokal server's /v1 URL (default: from settings).")
 ]
-CatalogOpt = Annotated[
-    Path | None, typer.Option("--catalog", help="Router catalog (default: LOKAL_HOME/router.yaml).")
-]
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Router catalog (default: LOKAL_HOME/router.yaml).")]
 
 
 def _home(home: Path | None) -> Path:
@@ -64,9 +62,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 512,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
-    trace: Annotated[
-        Path | None, typer.Option("--trace", help="Append a trace event to this JSONL file.")
-    ] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="Append a trace event to this JSONL file.")] = None,
     home: HomeOpt = None,
     base_url: BaseUrlOpt = None,
     catalog: CatalogOpt = None,
@@ -77,9 +73,7 @@ def ask(
     if prompt == "-":
         prompt = sys.stdin.read()
     try:
-        r = build_router(
-            home=_home(home), base_url=_base_url(base_url), catalog_path=catalog, trace_path=trace
-        )
+        r = build_router(home=_home(home), base_url=_base_url(base_url), catalog_path=catalog, trace_path=trace)
     except Exception as exc:
         _fail(exc)
     messages = [{"role": "user", "content": prompt}]
@@ -94,9 +88,7 @@ def ask(
                 out.print(f"[bold]{d.primary.model}[/bold]  {d.reason}")
                 out.print("candidates: " + ", ".join(f"{c.model} ({c.role})" for c in d.candidates))
             return
-        res = r.complete(
-            messages, router=router, params={"max_tokens": max_tokens, "temperature": temperature}
-        )
+        res = r.complete(messages, router=router, params={"max_tokens": max_tokens, "temperature": temperature})
     except LokalError as exc:
         _fail(exc)
     finally:
@@ -156,14 +148,10 @@ def _detectors(
 @app.command("fit")
 def fit_cmd(
     examples: Annotated[Path, typer.Argument(help='JSONL lines {"prompt": ..., "intent": ...}.')],
-    output: Annotated[
-        Path | None, typer.Option("--out", help=f"Default: LOKAL_HOME/router/{FIT_FILE}.")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", help=f"Default: LOKAL_HOME/router/{FIT_FILE}.")] = None,
     no_examples: Annotated[
         bool,
-        typer.Option(
-            "--thresholds-only", help="Calibrate thresholds without adding the prompts as examples."
-        ),
+        typer.Option("--thresholds-only", help="Calibrate thresholds without adding the prompts as examples."),
     ] = False,
     home: HomeOpt = None,
 ) -> None:
@@ -200,9 +188,7 @@ def _encoder() -> Any:
 def eval_cmd(
     labeled: Annotated[Path, typer.Argument(help='JSONL lines {"prompt": ..., "intent": ...} (held out).')],
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    fit_file: Annotated[
-        Path | None, typer.Option("--fit", help="Fit file to use (default: the active one).")
-    ] = None,
+    fit_file: Annotated[Path | None, typer.Option("--fit", help="Fit file to use (default: the active one).")] = None,
     errors: Annotated[int, typer.Option("--errors", help="Show up to N misrouted prompts per method.")] = 0,
     home: HomeOpt = None,
 ) -> None:
@@ -234,9 +220,7 @@ def eval_cmd(
 
 
 def _print_report(rep: EvalReport, ms_per_prompt: float, errors: int) -> None:
-    t = Table(
-        title=f"{rep.method}: accuracy {rep.accuracy:.3f} on {rep.n} prompts ({ms_per_prompt:.1f} ms/prompt)"
-    )
+    t = Table(title=f"{rep.method}: accuracy {rep.accuracy:.3f} on {rep.n} prompts ({ms_per_prompt:.1f} ms/prompt)")
     t.add_column("intent")
     for col in ("precision", "recall", "F1", "n"):
         t.add_column(col, justify="right")

@@ -98,9 +98,7 @@ def show(
 @app.command("cost")
 def cost(
     file: Annotated[Path, typer.Argument(help="A JSONL trace.")],
-    catalog: Annotated[
-        Path | None, typer.Option("--catalog", help="Price with this catalog's $/1M tokens.")
-    ] = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog", help="Price with this catalog's $/1M tokens.")] = None,
 ) -> None:
     """Notional cost per task as routed, and what the same tokens would cost on each catalog model."""
     from lokal.router.catalog import CatalogError, RouterCatalog, load_catalog

@@ -124,12 +124,12 @@ class LlamaCppEngine:
     # -- prompts -----------------------------------------------------------------------------------------------
     def _prompt(self, req: GenerationRequest) -> tuple[list[int], list[str]]:
         """Token ids of the prompt and the template's own stop strings."""
-        model = self._model
-        if model is None:
+        model, formatter = self._model, self._formatter
+        if model is None or formatter is None:
             raise EngineError("model is not loaded")
         if req.messages is None:
             return model.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False), []
-        result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages])
+        result = formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages])
         stop = result.stop
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         text = result.prompt

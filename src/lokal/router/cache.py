@@ -75,9 +75,7 @@ class ResponseCache:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), check_same_thread=False)
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, at REAL, body TEXT NOT NULL)"
-            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, at REAL, body TEXT NOT NULL)")
             self._db.commit()
 
     def _fresh(self, at: float) -> bool:

@@ -147,9 +147,7 @@ class Budget(_Strict):
     period_s: float | None = None  # None: for the life of the process
 
     def applies_to(self, name: str, entry: ModelEntry) -> bool:
-        return (self.model is not None and self.model == name) or (
-            self.tag is not None and self.tag in entry.tags
-        )
+        return (self.model is not None and self.model == name) or (self.tag is not None and self.tag in entry.tags)
 
 
 class Preset(_Strict):

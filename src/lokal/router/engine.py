@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,9 +24,22 @@ from lokal.router.intents import (
 log = logging.getLogger(__name__)
 
 
-def _default_encoder() -> Encoder:
+def default_encoder(home: Path | None = None) -> Encoder:
+    """ONNX MiniLM on one thread when onnxruntime is installed (LOKAL_ROUTER_ENCODER=torch opts out), else
+    the process-wide torch embedder. Both give the same vectors, so one set of thresholds serves both."""
     from lokal.embeddings import get_embedder
 
+    if os.environ.get("LOKAL_ROUTER_ENCODER", "onnx") != "torch":
+        from lokal.router.onnx_minilm import load_onnx_minilm
+
+        if home is None:
+            from lokal.config import get_settings
+
+            home = get_settings().home
+        try:
+            return load_onnx_minilm(home / "router")
+        except EngineUnavailable as exc:
+            log.info("router encoder: torch (%s)", exc.message)
     return get_embedder()
 
 
@@ -38,16 +52,23 @@ class IntentEngine:
         *,
         spec: IntentSpec | None = None,
         fit: FitParams | None = None,
-        encoder_factory: Callable[[], Encoder] = _default_encoder,
+        encoder_factory: Callable[[], Encoder] | None = None,
     ) -> None:
         self.spec = spec or load_intent_spec(_user_intents(home))
         self.fit = fit if fit is not None else FitParams.load(home)
         self.rules = RuleDetector(self.spec)
-        self._encoder_factory = encoder_factory
+        self._encoder_factory = encoder_factory or (lambda: default_encoder(home))
         self._semantic: SemanticDetector | None = None
         self._combined: CombinedDetector | None = None
         self._unavailable: str | None = None
         self._lock = threading.Lock()
+
+    @property
+    def encoder_name(self) -> str:
+        """ "onnxruntime", "torch", or "" before the semantic detector is built."""
+        if self._semantic is None:
+            return ""
+        return str(getattr(self._semantic.encoder, "name", "torch"))
 
     @property
     def semantic_available(self) -> bool:

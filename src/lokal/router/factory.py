@@ -26,9 +26,7 @@ def models_from_server(base_url: str, api_key: str | None = None, timeout_s: flo
         r.raise_for_status()
         items = r.json().get("data", [])
     except (httpx.HTTPError, ValueError) as exc:
-        raise httpx.HTTPError(
-            f"no router catalog file, and {base_url}/models is unavailable ({exc})"
-        ) from None
+        raise httpx.HTTPError(f"no router catalog file, and {base_url}/models is unavailable ({exc})") from None
     entries = []
     for item in items:
         task = str(item.get("task") or "chat-completion")

@@ -17,8 +17,7 @@ PLAN_SYSTEM = (
 )
 STEP_SYSTEM = "You are doing one step of a larger task. The whole task: {task}\nDo only this step, concisely."
 REFINE_SYSTEM = (
-    "Combine the results of the steps below into one coherent, concise answer to the task. "
-    "Do not mention the steps."
+    "Combine the results of the steps below into one coherent, concise answer to the task. Do not mention the steps."
 )
 
 # "1. x", "1) x", "(1) x", "Step 1: x", "- x", "* x", "• x", optionally wrapped in markdown bold.

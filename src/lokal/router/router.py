@@ -37,9 +37,7 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
 
 
@@ -232,9 +230,7 @@ class Router:
                 if use_cache and self.cache is not None:
                     self.cache.put(
                         key,
-                        CachedResponse(
-                            result.content, result.prompt_tokens, result.completion_tokens, cand.model
-                        ),
+                        CachedResponse(result.content, result.prompt_tokens, result.completion_tokens, cand.model),
                     )
                 return self._finish(decision, cand, kind, step, started, messages, attempts, i > 0, result)
         latency = (time.perf_counter() - started) * 1000

@@ -75,9 +75,7 @@ async def _one_chunk_stream(body: dict[str, Any], include_usage: bool) -> AsyncI
     choice = body["choices"][0]
     yield json.dumps(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     yield json.dumps(head | {"choices": [{"index": 0, "delta": {"content": choice["message"]["content"]}}]})
-    yield json.dumps(
-        head | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
-    )
+    yield json.dumps(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
     if include_usage:
         yield json.dumps(head | {"choices": [], "usage": body["usage"]})
     yield "[DONE]"
@@ -99,9 +97,7 @@ class RouterHook:
     async def chat(self, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         # Detection may encode with MiniLM (and load it the first time): keep it off the event loop.
-        decision = await asyncio.to_thread(
-            self.served.plan, body.model, messages, max_tokens=body.requested_max_tokens
-        )
+        decision = await asyncio.to_thread(self.served.plan, body.model, messages, max_tokens=body.requested_max_tokens)
         params = _params(body)
         started = time.perf_counter()
         errors: list[str] = []
@@ -126,12 +122,8 @@ class RouterHook:
                     return Outcome(body=_openai_body(cand, result, info), model_id=cand.model), headers
             try:
                 if cand.endpoint is None:
-                    outcome = await self.state.serving.chat(
-                        body.model_copy(update={"model": cand.upstream_model})
-                    )
-                    return self._local(
-                        outcome, decision, cand, started, i > 0, messages, params, info
-                    ), headers
+                    outcome = await self.state.serving.chat(body.model_copy(update={"model": cand.upstream_model}))
+                    return self._local(outcome, decision, cand, started, i > 0, messages, params, info), headers
                 result = await self._remote(cand, messages, params, policy.retries, policy.backoff_s)
             except (LokalError, CallFailed) as exc:
                 msg = exc.message if isinstance(exc, LokalError) else str(exc)
@@ -145,9 +137,7 @@ class RouterHook:
             self._record(decision, cand.model, started, result, None, i > 0, False, messages)
             out = _openai_body(cand, result, info)
             if body.stream:
-                return Outcome(
-                    stream=_one_chunk_stream(out, body.include_usage), model_id=cand.model
-                ), headers
+                return Outcome(stream=_one_chunk_stream(out, body.include_usage), model_id=cand.model), headers
             return Outcome(body=out, model_id=cand.model), headers
         summary = "; ".join(errors)
         self.served.record(
@@ -201,9 +191,7 @@ class RouterHook:
                 int(usage.get("completion_tokens", 0)),
                 body["choices"][0].get("finish_reason") if body.get("choices") else None,
             )
-            self.served.cache_put(
-                cand, messages, params, text, (result.prompt_tokens, result.completion_tokens)
-            )
+            self.served.cache_put(cand, messages, params, text, (result.prompt_tokens, result.completion_tokens))
             self._record(decision, cand.model, started, result, None, fallback, False, messages)
             return outcome
         assert outcome.stream is not None

@@ -110,9 +110,7 @@ def _usage_pair(usage: Any) -> tuple[int, int] | None:
     return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
 
 
-def response_headers(
-    result_or_decision: RoutedResult | RouteDecision, model_used: str | None = None
-) -> dict[str, str]:
+def response_headers(result_or_decision: RoutedResult | RouteDecision, model_used: str | None = None) -> dict[str, str]:
     if isinstance(result_or_decision, RoutedResult):
         decision, model_used = result_or_decision.decision, result_or_decision.model
     else:
@@ -194,9 +192,7 @@ class ServedRouter:
     def warm(self) -> bool:
         return self.router.intents.warm()
 
-    def plan(
-        self, name: str, messages: Sequence[Mapping[str, Any]], *, max_tokens: int | None = None
-    ) -> RouteDecision:
+    def plan(self, name: str, messages: Sequence[Mapping[str, Any]], *, max_tokens: int | None = None) -> RouteDecision:
         if not self.is_router_model(name):
             raise ModelNotFound(f"{name!r} is not a router model (known: {', '.join(self.names())})")
         return self.router.plan(messages, router=name, max_tokens=max_tokens)
@@ -215,11 +211,7 @@ class ServedRouter:
         self, candidate: Candidate, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
     ) -> str | None:
         pol = self.router.catalog.policy.cache
-        if (
-            self.router.cache is None
-            or not pol.enabled
-            or (pol.only_deterministic and not is_deterministic(params))
-        ):
+        if self.router.cache is None or not pol.enabled or (pol.only_deterministic and not is_deterministic(params)):
             return None
         return cache_key(f"{candidate.upstream_model}@{candidate.endpoint}", messages, params)
 

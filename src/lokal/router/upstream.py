@@ -100,13 +100,9 @@ class UpstreamClients:
         choice = resp.choices[0]
         content = choice.message.content or ""
         if resp.usage is not None:
-            return ChatResult(
-                content, resp.usage.prompt_tokens, resp.usage.completion_tokens, choice.finish_reason
-            )
+            return ChatResult(content, resp.usage.prompt_tokens, resp.usage.completion_tokens, choice.finish_reason)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
-        return ChatResult(
-            content, estimate_tokens(prompt_text), estimate_tokens(content), choice.finish_reason, True
-        )
+        return ChatResult(content, estimate_tokens(prompt_text), estimate_tokens(content), choice.finish_reason, True)
 
     def close(self) -> None:
         with self._lock:

@@ -67,7 +67,7 @@ class _Call:
 
 class BatchWorker:
     def __init__(self, engine: BatchEngine, name: str, queue_size: int = 32) -> None:
-        self.engine = engine
+        self.engine: BatchEngine = engine
         self.name = name
         self._queue_size = queue_size
         self._cond = threading.Condition()
@@ -105,7 +105,12 @@ class BatchWorker:
                     return
                 calls = list(self._calls)
                 self._calls.clear()
-                admitted = []
+                if any(j.cancel.is_set() for j in self._waiting):  # gone before a slot freed: no longer queued
+                    gone = [j for j in self._waiting if j.cancel.is_set()]
+                    self._waiting = deque(j for j in self._waiting if not j.cancel.is_set())
+                    for job in gone:
+                        job.emit(DONE)
+                admitted: list[_Request] = []
                 while self._waiting and len(self._active) + len(admitted) < self.engine.slots:
                     admitted.append(self._waiting.popleft())
             for call in calls:

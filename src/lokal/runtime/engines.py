@@ -7,11 +7,16 @@ from lokal.config import Settings
 from lokal.engines.base import Engine
 
 
-def make_engine(variant: Variant, settings: Settings) -> Engine:
+def make_engine(variant: Variant, settings: Settings, *, parallel: int | None = None) -> Engine:
+    """`parallel` overrides LOKAL_PARALLEL (1 = one request at a time, as `lokal run` in-process wants)."""
     if variant.engine == "llamacpp":
-        from lokal.engines.llamacpp import LlamaCppEngine
+        from lokal.engines.llamacpp_batch import BatchedLlamaCppEngine
 
-        return LlamaCppEngine(n_threads=settings.n_threads)
+        return BatchedLlamaCppEngine(
+            n_threads=settings.n_threads,
+            parallel=parallel or settings.parallel,
+            memory_budget_bytes=settings.memory_budget_mb * 2**20,
+        )
     if variant.engine == "remote":
         from lokal.engines.remote import RemoteEngine
 

@@ -13,7 +13,8 @@ from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
 from lokal.engines.base import Engine
 from lokal.errors import InvalidRequest, ModelNotDownloaded, Overloaded
-from lokal.runtime.worker import ModelWorker
+from lokal.runtime.batch_worker import make_worker
+from lokal.runtime.worker import Worker
 
 log = logging.getLogger("lokal.runtime")
 
@@ -23,7 +24,7 @@ class LoadedModel:
     spec: ModelSpec
     variant: Variant
     engine: Engine
-    worker: ModelWorker
+    worker: Worker
     ttl: float
     loaded_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
@@ -100,7 +101,7 @@ class ModelManager:
         await asyncio.to_thread(engine.load, spec, variant, path)
         if not engine.info.load_seconds:
             engine.info.load_seconds = time.perf_counter() - t0
-        worker = ModelWorker(engine, spec.alias, self.settings.queue_size)
+        worker = make_worker(engine, spec.alias, self.settings.queue_size)
         lm = LoadedModel(spec, variant, engine, worker, ttl if ttl is not None else self.settings.ttl_seconds)
         self._loaded[variant.id] = lm
         log.info("loaded %s (%s) in %.2fs", spec.alias, variant.id, engine.info.load_seconds)

@@ -11,20 +11,53 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from lokal.engines.base import Engine, GenerationEvent, GenerationRequest
 from lokal.errors import EngineError, LokalError, Overloaded
 
+Emit = Callable[[Any], None]  # hands an item from the engine thread to the awaiting coroutine
+DONE = object()  # the last item of every job
+
+
+class Worker(Protocol):
+    """What the server needs from the thread that owns a loaded engine (ModelWorker, BatchWorker)."""
+
+    name: str
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def depth(self) -> int: ...
+
+    def stats(self) -> dict[str, int | float]: ...
+
+    def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]: ...
+
+    async def call(self, fn: Callable[[], Any]) -> Any: ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def close(self, unload: bool = True) -> None: ...
+
+
+async def consume(out: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+    """The items a job emits, up to DONE; an error item is raised."""
+    while True:
+        item = await out.get()
+        if item is DONE:
+            return
+        if isinstance(item, LokalError):
+            raise item
+        yield item
+
 
 @dataclass(slots=True)
 class _Job:
-    run: Callable[[threading.Event, Callable[[Any], None]], None]
-    emit: Callable[[Any], None]
+    run: Callable[[threading.Event, Emit], None]
+    emit: Emit
     cancel: threading.Event = field(default_factory=threading.Event)
-
-
-_DONE = object()
 
 
 class ModelWorker:
@@ -41,13 +74,16 @@ class ModelWorker:
         """Requests waiting plus the one running."""
         return self._queue.qsize() + self._busy
 
+    def stats(self) -> dict[str, int | float]:
+        return {"slots": 1, "slots_busy": self._busy, "waiting": self._queue.qsize()}
+
     def _loop(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
                 return
             if job.cancel.is_set():
-                job.emit(_DONE)
+                job.emit(DONE)
                 continue
             self._busy = 1
             try:
@@ -58,7 +94,7 @@ class ModelWorker:
                 job.emit(EngineError(f"{type(exc).__name__}: {exc}"))
             finally:
                 self._busy = 0
-                job.emit(_DONE)
+                job.emit(DONE)
 
     def _submit(self, run: Callable[[threading.Event, Callable[[Any], None]], None]) -> tuple[_Job, asyncio.Queue[Any]]:
         loop = asyncio.get_running_loop()
@@ -83,12 +119,7 @@ class ModelWorker:
 
         job, out = self._submit(run)
         try:
-            while True:
-                item = await out.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, LokalError):
-                    raise item
+            async for item in consume(out):
                 yield item
         finally:
             job.cancel.set()  # client gone or finished: the engine stops at its next token
@@ -99,15 +130,11 @@ class ModelWorker:
         def run(cancel: threading.Event, emit: Callable[[Any], None]) -> None:
             emit(("ok", fn()))
 
-        job, out = self._submit(run)
+        _, out = self._submit(run)
         result: Any = None
-        while True:
-            item = await out.get()
-            if item is _DONE:
-                return result
-            if isinstance(item, LokalError):
-                raise item
+        async for item in consume(out):
             result = item[1]
+        return result
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         result: list[list[float]] = await self.call(lambda: self.engine.embed(texts))

@@ -33,3 +33,16 @@ class Metrics:
         self.model_memory = Gauge(
             "lokal_model_memory_bytes", "Estimated memory per loaded model", ["model"], registry=r
         )
+        # Continuous batching (runtime/batch_worker.py); a one-at-a-time model reports one slot.
+        self.slots = Gauge("lokal_slots", "Requests a loaded model can decode together", ["model"], registry=r)
+        self.slots_busy = Gauge("lokal_slots_busy", "Slots holding a request", ["model"], registry=r)
+        self.waiting = Gauge("lokal_waiting_requests", "Requests queued for a free slot", ["model"], registry=r)
+        self.batch_size = Gauge(
+            "lokal_batch_size", "Sequences per decode step, mean of the last 64 steps", ["model"], registry=r
+        )
+        self.decode_steps = Gauge(
+            "lokal_decode_steps", "Batched decode steps since the model loaded", ["model"], registry=r
+        )
+        self.prefix_reused = Gauge(
+            "lokal_prefix_reused_tokens", "Prompt tokens served from a slot's cache since load", ["model"], registry=r
+        )

@@ -37,6 +37,12 @@ async def metrics(request: Request) -> Response:
     for lm in loaded:
         m.model_memory.labels(lm.spec.alias).set(lm.memory_bytes)
         m.queue_depth.labels(lm.spec.alias).set(lm.worker.depth)
+        stats = lm.worker.stats()
+        for gauge, key in ((m.slots, "slots"), (m.slots_busy, "slots_busy"), (m.waiting, "waiting"),
+                           (m.batch_size, "batch_size"), (m.decode_steps, "decode_steps"),
+                           (m.prefix_reused, "prefix_reused_tokens")):
+            if key in stats:
+                gauge.labels(lm.spec.alias).set(stats[key])
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -57,6 +63,7 @@ def ps_payload(state: AppState) -> dict[str, Any]:
                 "active": lm.active,
                 "context_length": lm.engine.info.context_length,
                 **{k: v for k, v in lm.engine.info.extra.items() if isinstance(v, int | float | str | bool)},
+                **lm.worker.stats(),  # slots, slots_busy, waiting; batching adds batch_size, decode_steps, ...
             }
             for lm in state.manager.loaded()
         ],
