@@ -65,8 +65,9 @@ def test_costs_cloud_and_local() -> None:
     assert view.cloud_usd == pytest.approx((2000 * 1.0 + 1000 * 4.0) / 1e6)
     assert view.device_seconds == 4.0
     assert view.energy_kwh == pytest.approx(100 * 4 / 3.6e6)
-    assert view.local_usd == pytest.approx(3.6 * 4 / 3600 + view.energy_kwh * 0.5)
-    assert view.to_dict()["cloud_usd_per_1k_requests"] == pytest.approx(view.cloud_usd / 2 * 1000)
+    energy = 100 * 4 / 3.6e6
+    assert view.local_usd == pytest.approx(3.6 * 4 / 3600 + energy * 0.5)
+    assert view.to_dict()["cloud_usd_per_1k_requests"] == pytest.approx(0.006 / 2 * 1000)
 
 
 def test_price_table_file(tmp_path: Path) -> None:

@@ -24,8 +24,13 @@ def _base() -> dict[str, Any]:
         "models": {
             "small": {"capabilities": ["general", "fast"], "priority": 1, "fallbacks": ["big"]},
             "coder": {"capabilities": ["code", "refactor"], "priority": 1, "fallbacks": ["small"]},
-            "big": {"capabilities": ["general", "reasoning"], "priority": 3, "tier": 2, "endpoint": "gpu",
-                    "cost_per_1m": 2.5},
+            "big": {
+                "capabilities": ["general", "reasoning"],
+                "priority": 3,
+                "tier": 2,
+                "endpoint": "gpu",
+                "cost_per_1m": 2.5,
+            },
         },
         "presets": {"auto-local": {"local_only": True}},
     }
@@ -103,9 +108,7 @@ def test_structural_errors_name_the_field(tmp_path: Path) -> None:
         load_catalog(bad)
 
 
-def test_hot_reload_picks_up_edits_and_keeps_the_last_good_catalog(tmp_path: Path, write_catalog: WriteCatalog) -> (
-    None
-):
+def test_hot_reload_picks_up_edits_and_keeps_the_last_good_catalog(tmp_path: Path, write_catalog: WriteCatalog) -> None:
     path = write_catalog(tmp_path / "router.yaml", _base())
     store = CatalogStore(path)
     assert store.get().models["small"].priority == 1

@@ -63,8 +63,10 @@ def test_shipped_fit_beats_rules_on_the_held_out_set(intent_engine: IntentEngine
     found = intent_engine.detectors()
     assert found is not None
     rules, sem, comb = found
-    acc = {name: evaluate(name, det, held).accuracy for name, det in (("rules", rules), ("semantic", sem),
-                                                                      ("combined", comb))}
+    acc = {
+        name: evaluate(name, det, held).accuracy
+        for name, det in (("rules", rules), ("semantic", sem), ("combined", comb))
+    }
     # Measured 0.48 / 0.86 / 0.88 (docs/router.md); the margins leave room for numeric noise, not regressions.
     assert acc["rules"] < 0.6
     assert acc["semantic"] >= 0.8

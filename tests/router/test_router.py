@@ -36,8 +36,14 @@ def catalog(remote: FakeOpenAI | None = None, **policy: Any) -> dict[str, Any]:
     }
     if remote is not None:
         data["endpoints"] = {"gpu": {"base_url": remote.base_url, "api_key_env": "GPU_TEST_KEY"}}
-        data["models"]["big"] = {"capabilities": ["general", "reasoning", "code"], "priority": 5, "tier": 3,
-                                 "endpoint": "gpu", "upstream_model": "big-70b", "cost_per_1m": 3.0}
+        data["models"]["big"] = {
+            "capabilities": ["general", "reasoning", "code"],
+            "priority": 5,
+            "tier": 3,
+            "endpoint": "gpu",
+            "upstream_model": "big-70b",
+            "cost_per_1m": 3.0,
+        }
     return data
 
 
@@ -59,7 +65,9 @@ class Harness:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, fake_server: MakeFake, write_catalog: WriteCatalog) -> Callable[..., tuple[Harness, FakeOpenAI]]:
+def setup(
+    tmp_path: Path, fake_server: MakeFake, write_catalog: WriteCatalog
+) -> Callable[..., tuple[Harness, FakeOpenAI]]:
     def make(data: dict[str, Any] | None = None, **local_kwargs: Any) -> tuple[Harness, FakeOpenAI]:
         local = fake_server(**local_kwargs)
         path = write_catalog(tmp_path / "router.yaml", data if data is not None else catalog())
@@ -154,13 +162,18 @@ def test_identical_deterministic_calls_hit_the_cache(setup: Any) -> None:
     assert [e["cache_hit"] for e in h.events()] == [False, True, False, False, False]
 
 
-def test_the_cache_persists_across_router_instances(tmp_path: Path, fake_server: MakeFake,
-                                                    write_catalog: WriteCatalog) -> None:
+def test_the_cache_persists_across_router_instances(
+    tmp_path: Path, fake_server: MakeFake, write_catalog: WriteCatalog
+) -> None:
     local = fake_server()
     path = write_catalog(tmp_path / "router.yaml", catalog())
     for _ in range(2):
-        r = Router(CatalogStore(path), local_base_url=local.base_url, intents=IntentEngine(None),
-                   cache=ResponseCache(path=tmp_path / "cache.sqlite"))
+        r = Router(
+            CatalogStore(path),
+            local_base_url=local.base_url,
+            intents=IntentEngine(None),
+            cache=ResponseCache(path=tmp_path / "cache.sqlite"),
+        )
         r.complete(CODE, params={"temperature": 0})
         r.close()
     assert local.models_called() == ["coder"]
@@ -169,9 +182,10 @@ def test_the_cache_persists_across_router_instances(tmp_path: Path, fake_server:
 def test_residency_ranks_loaded_models_first_and_is_probed_sparingly(setup: Any) -> None:
     data = catalog()
     data["models"]["backup"]["priority"] = 1
-    h, local = setup(data, loaded=["backup-cpu:1"])
+    h, local = setup(data, loaded=["small"])
     d = h.router.plan(CHAT)
-    assert d.primary.model == "backup" and "loaded" in d.reason  # same priority: the loaded one wins
+    assert d.primary.model == "small" and "loaded" in d.reason  # same priority: the loaded one wins
+    assert [c.model for c in d.candidates[:2]] == ["small", "backup"]  # unloaded, "backup" sorts first by name
     h.router.plan(CHAT)
     assert local.probes == 1  # cached for a couple of seconds
 
@@ -218,8 +232,8 @@ def test_budgets_stop_spending_on_a_model(setup: Any) -> None:
     assert h.router.complete(CODE).model == "coder"
     nxt = h.router.plan(CODE)
     assert "coder" not in [c.model for c in nxt.candidates] and "over budget: coder" in nxt.reason
-    assert h.router.complete(CODE).model == "backup"
-    assert local.models_called() == ["coder", "backup"]
+    assert h.router.complete(CODE).model == "small"  # the next in coder's chain
+    assert local.models_called() == ["coder", "small"]
 
 
 def test_catalog_edits_apply_without_a_new_router(setup: Any, tmp_path: Path, write_catalog: WriteCatalog) -> None:

@@ -122,7 +122,10 @@ def test_collection_picker_grounds_the_answer(page: Page, keyed_server: LokalSer
     env = {**os.environ, "LOKAL_HOME": str(keyed_server.home), "LOKAL_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run(
         [sys.executable, "-m", "lokal", "rag", "ingest", str(doc), "--collection", "isles"],
-        env=env, check=True, capture_output=True, timeout=240,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=240,
     )
     listed = httpx.get(keyed_server.base_url + "/rag/collections", headers=_auth())
     if listed.status_code == 404:
@@ -149,3 +152,27 @@ def test_collection_picker_grounds_the_answer(page: Page, keyed_server: LokalSer
     sources = assistant_messages(page).nth(0).locator(".sources li")
     expect(sources.first).to_contain_text("lighthouse.md")
     assert requests.headers[0].get("authorization") == f"Bearer {KEY}"
+
+
+def test_reset_mid_answer_starts_a_clean_conversation(page: Page, keyed_server: LokalServer) -> None:
+    requests = open_playground(page, keyed_server.url, expect="error")
+    _enter_key(page)
+    page.select_option("#model-a", "slow")
+    page.fill("#max-tokens", "4")
+    send(page, "first turn")
+    wait_finished(page, 1)
+    page.fill("#max-tokens", str(LONG))
+    send(page, "second turn, long")
+    page.wait_for_function(
+        "() => Number(document.querySelectorAll('#pane-a .msg.assistant')[1]?.dataset.chunks ?? 0) >= 2",
+        timeout=60_000,
+    )
+    page.click("#reset")
+    expect(assistant_messages(page)).to_have_count(0)
+    expect(page.locator("#send")).to_be_enabled()
+
+    page.fill("#max-tokens", "4")
+    send(page, "after reset")
+    wait_finished(page, 1)
+    # Neither the finished first turn nor the aborted second one leaks into the new conversation.
+    assert [m["content"] for m in requests.bodies[-1]["messages"]] == ["after reset"]

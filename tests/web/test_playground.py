@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -148,7 +149,9 @@ def test_cited_passages_are_marked(page: Page, lokal_server: LokalServer) -> Non
 
     def scripted(route: Route) -> None:
         pieces = ["Beta comes ", "second [2]", ", gamma [3, 1]."]
-        events = [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+        events: list[dict[str, Any]] = [
+            {"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces
+        ]
         events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=sse)
@@ -161,6 +164,8 @@ def test_cited_passages_are_marked(page: Page, lokal_server: LokalServer) -> Non
     expect(answer.locator(".sources")).to_have_attribute("data-cited", "2,3,1")
     expect(answer.locator(".sources li.cited")).to_have_count(3)
     expect(answer.locator(".sources summary")).to_contain_text("Cited: [2] [3] [1]")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "playground-citations.png"))
 
 
 def test_server_errors_are_rendered_readably(page: Page, lokal_server: LokalServer) -> None:
@@ -216,7 +221,8 @@ def test_javascript_helpers(page: Page, lokal_server: LokalServer) -> None:
                 passages: rag.splitPassages("one\\n\\n\\n  two  \\n\\nthree").map((p) => p.text),
                 longPieces: rag.splitPassages(long).map((p) => p.text.length),
                 cited: rag.citedNumbers("a [2] b [1; 3] c [9] d [2]", 3),
-                err: { ...api.ApiError.fromPayload({ error: { message: "m", type: "t", code: "c", param: "p" } }, 418) },
+                err: { ...api.ApiError.fromPayload({ error: { message: "m", type: "t", code: "c", param: "p" } },
+                                                   418) },
             };
         }"""
     )

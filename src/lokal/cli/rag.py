@@ -23,7 +23,7 @@ from lokal.rag.retrieve import MODES, Hit, Mode, Retriever
 
 app = typer.Typer(no_args_is_help=True, help="Retrieval-augmented answers over your documents.")
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 CollectionOpt = Annotated[

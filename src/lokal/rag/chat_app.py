@@ -168,6 +168,13 @@ async def on_message(message: cl.Message) -> Answer | None:
     return answer
 
 
+async def on_chat_end() -> None:
+    client = cl.user_session.get("client")
+    if client is not None:
+        await client.close()
+
+
 cl.on_chat_start(on_chat_start)
 cl.on_settings_update(on_settings_update)
 cl.on_message(on_message)
+cl.on_chat_end(on_chat_end)

@@ -54,6 +54,7 @@ class IntentEngine:
         fit: FitParams | None = None,
         encoder_factory: Callable[[], Encoder] | None = None,
     ) -> None:
+        self.home = home
         self.spec = spec or load_intent_spec(_user_intents(home))
         self.fit = fit if fit is not None else FitParams.load(home)
         self.rules = RuleDetector(self.spec)
@@ -84,7 +85,8 @@ class IntentEngine:
         with self._lock:
             if self._semantic is None and self._unavailable is None:
                 try:
-                    sem = SemanticDetector(self.spec, self._encoder_factory(), self.fit)
+                    cache = self.home / "router" if self.home is not None else None
+                    sem = SemanticDetector(self.spec, self._encoder_factory(), self.fit, cache_dir=cache)
                 except EngineUnavailable as exc:
                     self._unavailable = exc.message
                     log.warning("semantic intent detection unavailable, using rules: %s", exc.message)

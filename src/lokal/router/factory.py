@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def models_from_server(base_url: str, api_key: str | None = None, timeout_s: float = 5.0) -> RouterCatalog:
     """A default catalog from ``GET {base_url}/models``: chat models with the capabilities the server lists
-    (lokal adds ``capabilities`` and ``task`` to each entry; other servers get ``["general"]``)."""
+    (lokal lists ``capabilities``, ``task`` and ``context_length`` under each entry's ``lokal`` key; models
+    from other servers get ``["general"]``). Router models ("auto", presets) and embedding models are skipped."""
     headers = {"Authorization": f"Bearer {api_key or 'not-needed'}"}
     try:
         r = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout_s)
@@ -29,11 +30,12 @@ def models_from_server(base_url: str, api_key: str | None = None, timeout_s: flo
         raise httpx.HTTPError(f"no router catalog file, and {base_url}/models is unavailable ({exc})") from None
     entries = []
     for item in items:
-        task = str(item.get("task") or "chat-completion")
-        if "embed" in task or "embed" in str(item.get("type", "")):
+        extra = item.get("lokal") if isinstance(item.get("lokal"), dict) else item
+        task = str(extra.get("task") or "chat-completion")
+        if extra.get("router") or "embed" in task:
             continue
-        caps = [str(c) for c in item.get("capabilities") or ["general"]]
-        entries.append((str(item["id"]), caps, int(item.get("context_length") or 4096)))
+        caps = [str(c) for c in extra.get("capabilities") or ["general"]]
+        entries.append((str(item["id"]), caps, int(extra.get("context_length") or 4096)))
     return catalog_from_local_models(entries)
 
 

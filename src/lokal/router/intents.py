@@ -7,7 +7,9 @@ The shipped rules and example utterances live in ``router/data/intents.yaml``; t
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -136,6 +138,33 @@ class FitParams:
         return cls.from_file(shipped) if shipped.is_file() else cls()
 
 
+def _encode_examples(encoder: Encoder, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    """Example embeddings, kept on disk per (encoder, texts): a CLI run then starts without re-encoding."""
+    import numpy as np
+
+    if cache_dir is None:
+        return encoder.encode(texts, batch_size=16)
+    name = str(getattr(encoder, "name", "torch"))
+    digest = hashlib.sha256(json.dumps([name, texts]).encode()).hexdigest()[:20]
+    path = cache_dir / f"examples-{digest}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path)
+            if cached.shape[0] == len(texts):
+                return np.asarray(cached, dtype=np.float32)
+        except (OSError, ValueError):
+            pass
+    matrix = encoder.encode(texts, batch_size=16)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, matrix)
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home only costs the next start an encode
+    return matrix
+
+
 def _softmax_confidence(scores: np.ndarray, top: int, temperature: float = 0.05) -> float:
     import numpy as np
 
@@ -158,6 +187,7 @@ class SemanticDetector:
         *,
         top_k: int = 3,
         memo_size: int = 2048,
+        cache_dir: Path | None = None,
     ) -> None:
         import numpy as np
 
@@ -173,7 +203,7 @@ class SemanticDetector:
             texts.extend(merged[name])
             owners.extend([idx] * len(merged[name]))
         self._texts = texts
-        self._matrix = encoder.encode(texts)
+        self._matrix = _encode_examples(encoder, texts, cache_dir)
         self._owners = np.asarray(owners)
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_size = memo_size
@@ -192,7 +222,7 @@ class SemanticDetector:
                 self._memo.popitem(last=False)
         return vec
 
-    def prime(self, prompts: Sequence[str], batch_size: int = 64) -> None:
+    def prime(self, prompts: Sequence[str], batch_size: int = 16) -> None:
         """Encode many prompts in batches up front (evaluation, calibration): far cheaper than one by one."""
         todo = list(dict.fromkeys(p for p in prompts if p not in self._memo))
         if not todo:

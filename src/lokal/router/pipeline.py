@@ -20,9 +20,10 @@ REFINE_SYSTEM = (
     "Combine the results of the steps below into one coherent, concise answer to the task. Do not mention the steps."
 )
 
-# "1. x", "1) x", "(1) x", "Step 1: x", "- x", "* x", "• x", optionally wrapped in markdown bold.
+# "1. x", "1) x", "(1) x", "**1.** x", "Step 1: x", "**Step 1:** x", "- x", "* x", "• x".
 _ITEM = re.compile(
-    r"^\s*(?:[-*•+]|\(?\d{1,2}[.):]|(?:\*\*)?step\s*\d{1,2}\s*[:.)-]?(?:\*\*)?)\s*(?:\*\*)?\s*(?P<body>.+)$",
+    r"^\s*(?:(?:\*\*)?step\s*\d{1,2}\s*[:.)-]?(?:\*\*)?|(?:\*\*)?\(?\d{1,2}[.):](?:\*\*)?|[-*•+](?=\s))"
+    r"\s*(?:\*\*)?\s*(?P<body>.+)$",
     re.IGNORECASE,
 )
 _HEADER = re.compile(r"^\s*(?:#+\s*)?(?:here(?:'s| is| are)\b.*|steps?|plan)\s*:?\s*$", re.IGNORECASE)
@@ -32,17 +33,22 @@ def parse_plan(text: str, task: str, max_steps: int = 5) -> list[str]:
     """Steps from a model's plan; numbered or bulleted lines, continuation lines joined to their item.
     Without a recognisable list, the whole task is the single step (small models often ignore formats)."""
     steps: list[str] = []
+    base_indent: int | None = None
     for raw in text.splitlines():
         line = raw.rstrip()
         if not line.strip() or _HEADER.match(line):
             continue
+        indent = len(line) - len(line.lstrip())
         m = _ITEM.match(line)
-        if m:
+        if m and (base_indent is None or indent <= base_indent):
+            base_indent = indent if base_indent is None else base_indent
             body = m.group("body").strip().strip("*").strip()
             if body:
                 steps.append(body)
-        elif steps and raw[:1].isspace():
-            steps[-1] = f"{steps[-1]} {line.strip()}"
+        elif steps and indent > (base_indent or 0):
+            # Sub-bullets and wrapped lines belong to the step above them.
+            sub = m.group("body").strip() if m else line.strip()
+            steps[-1] = f"{steps[-1]}{'; ' if m else ' '}{sub}"
     cleaned = list(dict.fromkeys(s for s in (re.sub(r"\s+", " ", s).strip() for s in steps) if len(s) > 2))
     return cleaned[:max_steps] if cleaned else [task]
 

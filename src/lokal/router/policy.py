@@ -127,6 +127,9 @@ def rank(
 
     for i, n in enumerate(ordered):
         add(n, "primary" if i == 0 and n not in roles else roles.get(n, "alternative"))
+    # Last resort: a generalist's answer beats an error when every specialist is down.
+    for n in sorted((n for n in pool if GENERAL in catalog.models[n].capabilities), key=key):
+        add(n, "alternative")
     # Over budget: never spend. Cooling down: only once everything healthy has been tried.
     spent = [n for n, _ in out if n in health.over_budget]
     if spent:

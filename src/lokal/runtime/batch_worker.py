@@ -9,6 +9,7 @@ next step. Requests beyond the free slots wait in a bounded queue; when it is fu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -111,8 +112,10 @@ class BatchWorker:
                     for job in gone:
                         job.emit(DONE)
                 admitted: list[_Request] = []
-                while self._waiting and len(self._active) + len(admitted) < self.engine.slots:
-                    admitted.append(self._waiting.popleft())
+                while self._waiting and len(self._active) < self.engine.slots:
+                    job = self._waiting.popleft()
+                    self._active.append(job)  # counted as busy from here, so the queue bound stays exact
+                    admitted.append(job)
             for call in calls:
                 self._run_call(call)
             for job in admitted:
@@ -132,17 +135,15 @@ class BatchWorker:
             call.emit(DONE)
 
     def _admit(self, job: _Request) -> None:
-        if job.cancel.is_set():
-            job.emit(DONE)
-            return
-        try:
-            job.seq = self.engine.open(job.req)  # prompt too long and the like fail here, before any header
-        except Exception as exc:
-            job.emit(exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}"))
-            job.emit(DONE)
-            return
+        if not job.cancel.is_set():
+            try:
+                job.seq = self.engine.open(job.req)  # prompt too long and the like fail here, before any header
+                return
+            except Exception as exc:
+                job.emit(exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}"))
         with self._cond:
-            self._active.append(job)
+            self._active.remove(job)
+        job.emit(DONE)
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._active if j.cancel.is_set()]:
@@ -176,7 +177,8 @@ class BatchWorker:
         out: asyncio.Queue[Any] = asyncio.Queue()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(out.put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the caller's event loop is gone, and the caller with it
+                loop.call_soon_threadsafe(out.put_nowait, item)
 
         return emit, out
 
@@ -189,7 +191,8 @@ class BatchWorker:
         with self._cond:
             if self._closing:
                 raise EngineError(f"model {self.name!r} is unloading")
-            if len(self._waiting) >= self._queue_size:
+            # Requests a free slot will take at the next step are not queued: a burst may fill every slot.
+            if len(self._waiting) >= self._queue_size + max(0, self.engine.slots - len(self._active)):
                 raise self._full()
             self._waiting.append(job)
             self._cond.notify()

@@ -90,22 +90,30 @@ export class LatencyChart {
       "data-models": [...new Set(this.records.map((r) => r.model))].join(","),
     });
 
+    // Legend first: it may wrap, and the panels start below it.
+    const legend = [];
     let x = LEFT;
+    let y = 5;
     for (const [model, color] of this.colors) {
       if (!this.records.some((r) => r.model === model)) continue;
-      svg.append(el("rect", { x, y: 5, width: 10, height: 10, rx: 2, fill: color }));
-      const label = el("text", { x: x + 14, y: 14, class: "legend" }, model);
-      svg.append(label);
-      x += 22 + model.length * 6.2;
+      const w = 22 + model.length * 6.2;
+      if (x > LEFT && x + w > WIDTH - RIGHT) {
+        x = LEFT;
+        y += LEGEND_H - 4;
+      }
+      legend.push(el("rect", { x, y, width: 10, height: 10, rx: 2, fill: color }));
+      legend.push(el("text", { x: x + 14, y: y + 9, class: "legend" }, model));
+      x += w;
     }
-    if (!this.records.length) {
-      svg.append(el("text", { x: LEFT, y: 14, class: "legend muted" }, "no answers yet"));
-    }
+    if (!this.records.length) legend.push(el("text", { x: LEFT, y: 14, class: "legend muted" }, "no answers yet"));
+    const legendH = y - 5 + LEGEND_H;
+    svg.setAttribute("viewBox", `0 0 ${WIDTH} ${legendH - LEGEND_H + height}`);
+    svg.append(...legend);
 
     const slot = (WIDTH - LEFT - RIGHT) / this.maxBars;
     const barW = Math.max(2, slot * 0.72);
     METRICS.forEach((metric, m) => {
-      const top = LEGEND_H + m * (TITLE_H + PLOT_H + GAP);
+      const top = legendH + m * (TITLE_H + PLOT_H + GAP);
       const base = top + TITLE_H + PLOT_H;
       const values = shown.map((r) => r[metric.key]);
       const max = Math.max(0, ...values.filter((v) => v != null && Number.isFinite(v)));

@@ -88,7 +88,7 @@ class AnswerView {
       item.dataset.n = String(p.n);
       const label = document.createElement("span");
       label.className = "passage-label";
-      label.textContent = `[${p.n}]${p.source ? ` ${p.source}` : ""}`;
+      label.textContent = `[${p.n}]${p.source && p.source !== "pasted text" ? ` ${p.source}` : ""}`;
       const text = document.createElement("span");
       text.className = "passage-text";
       text.textContent = p.text;
@@ -152,6 +152,7 @@ export class Pane {
     this.routerBadge = root.querySelector(".badge.router");
     this.history = [];
     this.model = "";
+    this.epoch = 0; // bumped by reset, so a turn that ends after a reset does not write into the new history
   }
 
   get visible() {
@@ -167,6 +168,7 @@ export class Pane {
   }
 
   reset() {
+    this.epoch += 1;
     this.history = [];
     this.messages.replaceChildren();
   }

@@ -213,6 +213,10 @@ function setBusy(busy) {
 
 async function runTurn(pane, prompt, passages) {
   const model = pane.model;
+  const epoch = pane.epoch;
+  const remember = (answer) => {
+    if (pane.epoch === epoch) pane.history.push({ role: "user", content: prompt }, { role: "assistant", content: answer });
+  };
   pane.addUser(prompt);
   const view = pane.startAnswer(model);
   view.showPassages(passages);
@@ -257,7 +261,7 @@ async function runTurn(pane, prompt, passages) {
     rec.state = "done";
     rec.routedTo = result.routedTo;
     rec.intent = result.intent;
-    pane.history.push({ role: "user", content: prompt }, { role: "assistant", content: view.text });
+    remember(view.text);
     view.finish("done");
     view.setStats(rec, result.finishReason === "length" ? "hit max tokens" : result.finishReason ?? "");
   } catch (err) {
@@ -265,7 +269,7 @@ async function runTurn(pane, prompt, passages) {
       measure(performance.now(), view.chunks);
       rec.state = "stopped";
       // Keep the partial answer in the history: it is what the user saw.
-      pane.history.push({ role: "user", content: prompt }, { role: "assistant", content: view.text });
+      remember(view.text);
       view.finish("stopped");
       view.setStats(rec, "stopped");
     } else {
