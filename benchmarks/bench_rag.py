@@ -4,8 +4,11 @@
     python benchmarks/bench_rag.py --chunks 2000 --json
 
 The corpus is Markdown: files of 20 sections, one ~90-word paragraph each, so every section is one chunk
-and the chunk count is exact. Words are drawn from a Zipf distribution over a pseudo-word vocabulary, which
-gives BM25 a realistic spread of term frequencies. Queries are 6 words taken from a random chunk.
+and the chunk count is exact. Words are English whole words from MiniLM's own WordPiece vocabulary (which
+lists them roughly by frequency), drawn with Zipf weights: BM25 sees a realistic spread of term
+frequencies and each word costs the embedder one token, as in real prose. Queries are 6 consecutive words
+of a random chunk; "self-hit" is whether that chunk is returned (a sanity check, not a quality metric:
+the text is word salad, which dense retrieval cannot understand).
 Everything runs with the real code path: loaders, chunker, MiniLM embedder, SQLite, bm25s.
 """
 
@@ -28,21 +31,19 @@ from lokal.rag.retrieve import MODES, Retriever
 
 SECTIONS_PER_FILE = 20
 WORDS_PER_PARAGRAPH = 90
-SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in ("a", "e", "i", "o", "u", "ar", "en", "is", "on")]
 
 
-def vocabulary(rng: np.random.Generator, size: int = 8000) -> list[str]:
-    words: set[str] = set()
-    while len(words) < size:
-        n = int(rng.integers(2, 5))
-        words.add("".join(rng.choice(SYLLABLES, n)))
-    return sorted(words)
+def vocabulary(size: int = 20_000) -> list[str]:
+    from lokal.embeddings import minilm_path
+
+    lines = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").split()
+    return [w for w in lines if w.isascii() and w.isalpha() and len(w) >= 3][:size]
 
 
 def write_corpus(folder: Path, chunks: int, seed: int = 0) -> list[str]:
     """Write the corpus; return the paragraphs (one per chunk) for drawing queries."""
     rng = np.random.default_rng(seed)
-    vocab = vocabulary(rng)
+    vocab = vocabulary()
     ranks = np.arange(1, len(vocab) + 1)
     p = 1.0 / ranks**1.1
     p /= p.sum()
@@ -107,17 +108,17 @@ def run(chunks: int, queries: int, k: int, workdir: Path) -> dict[str, Any]:
             t = time.perf_counter()
             result = retriever.search(q, k=k, mode=mode)
             times.append((time.perf_counter() - t) * 1000)
-            hits += any(q in h.text for h in result)
+            hits += any(q.lower() in h.text.lower() for h in result)
         latency[mode] = {
             "p50_ms": percentile(times, 50),
             "p95_ms": percentile(times, 95),
             "mean_ms": statistics.fmean(times),
-            f"hit@{k}": hits / len(qs),
+            "self_hit": hits / len(qs),
         }
     embed_times = []
     for q in qs:
         t = time.perf_counter()
-        embedder.encode([q])
+        retriever.embed_query(q)  # the path search takes (one torch thread for one sentence)
         embed_times.append((time.perf_counter() - t) * 1000)
 
     return {
@@ -162,11 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"query embedding p95: {result['query_embed_p95_ms']:.1f} ms")
     print(f"retrieval over {result['queries']} queries, k={result['k']}:")
-    hit_key = f"hit@{result['k']}"
     for mode, m in result["latency"].items():
         print(
             f"  {mode:>6}: p50 {m['p50_ms']:6.1f} ms  p95 {m['p95_ms']:6.1f} ms  "
-            f"mean {m['mean_ms']:6.1f} ms  {hit_key} {m[hit_key]:.2f}"
+            f"mean {m['mean_ms']:6.1f} ms  self-hit {m['self_hit']:.2f}"
         )
     goal = result["latency"]["hybrid"]["p95_ms"]
     print(f"goal hybrid p95 <= 50 ms: {'met' if goal <= 50 else 'NOT met'} ({goal:.1f} ms)")

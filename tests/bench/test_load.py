@@ -32,14 +32,14 @@ def test_constant_rate_sends_on_schedule(scripted: Factory) -> None:
     rate = 40.0
     res = run_bench(config(srv, "m", prompts=prompts(8), rounds=3, pattern=LoadPattern("rate", rate=rate)))
     step = res.models[0].steps[0]
+    assert step.schedule_s == pytest.approx([i / rate for i in range(24)])
+    sent = np.array([r.start_s for r in step.records])
+    assert np.median(np.abs(sent - np.array(step.schedule_s))) < 4 * MS  # each request left on time
+    # What the server saw: 24 requests over 23 gaps of 25 ms (its own scheduling adds jitter, not drift).
     arrivals = np.array(srv.stats.arrivals)
     assert len(arrivals) == 24
-    gaps = np.diff(arrivals)
-    assert gaps.mean() == pytest.approx(1 / rate, abs=2 * MS)  # 25 ms apart on average
-    assert arrivals[-1] - arrivals[0] == pytest.approx(23 / rate, abs=15 * MS)
-    assert step.schedule_s is not None
-    sent = np.array([r.start_s for r in step.records])
-    assert np.median(np.abs(sent - np.array(step.schedule_s))) < 3 * MS  # each request left on time
+    assert arrivals[-1] - arrivals[0] == pytest.approx(23 / rate, abs=30 * MS)
+    assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) == pytest.approx(rate, rel=0.06)
 
 
 def test_poisson_rate_follows_its_seeded_schedule(scripted: Factory) -> None:
@@ -47,12 +47,14 @@ def test_poisson_rate_follows_its_seeded_schedule(scripted: Factory) -> None:
     res = run_bench(config(srv, "m", prompts=prompts(8), rounds=3, pattern=LoadPattern("poisson", rate=50.0)))
     step = res.models[0].steps[0]
     assert step.schedule_s is not None and len(step.schedule_s) == 24
-    gaps = np.diff(step.schedule_s)
+    planned = np.array(step.schedule_s)
+    gaps = np.diff(planned)
     assert gaps.std() > 0.3 * gaps.mean()  # exponential gaps, not a metronome
-    arrivals = np.array(srv.stats.arrivals) - srv.stats.arrivals[0]
-    planned = np.array(step.schedule_s) - step.schedule_s[0]
-    assert np.median(np.abs(arrivals - planned)) < 3 * MS
-    assert np.max(np.abs(arrivals - planned)) < 30 * MS
+    sent = np.array([r.start_s for r in step.records])
+    assert np.median(np.abs(sent - planned)) < 4 * MS
+    arrivals = np.array(srv.stats.arrivals)
+    assert len(arrivals) == 24
+    assert arrivals[-1] - arrivals[0] == pytest.approx(planned[-1], abs=30 * MS)
 
 
 def test_open_loop_ignores_slow_responses_but_honours_the_cap(scripted: Factory) -> None:

@@ -138,3 +138,18 @@ def test_sweep_parse_and_validation() -> None:
         Sweep.parse("bogus:1")
     with pytest.raises(ValueError):
         LoadPattern("rate")
+
+
+def test_the_local_servers_key_goes_only_to_the_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lokal.bench.config import default_api_key, default_endpoint
+    from lokal.config import get_settings
+
+    monkeypatch.setenv("LOKAL_API_KEY", "local-secret")
+    get_settings.cache_clear()
+    try:
+        assert default_api_key(None) == "local-secret"
+        assert default_api_key(default_endpoint()) == "local-secret"
+        assert default_api_key("http://gpu-box:8000/v1") is None
+    finally:
+        monkeypatch.delenv("LOKAL_API_KEY")
+        get_settings.cache_clear()

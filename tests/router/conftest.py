@@ -28,10 +28,22 @@ def fake_server() -> Iterator[Callable[..., FakeOpenAI]]:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Any:
-    from lokal.embeddings import get_embedder
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM exported to ONNX once per session: the router's default encoder."""
+    from lokal.router.onnx_minilm import ONNX_NAME, load_onnx_minilm
 
-    return get_embedder()
+    folder = tmp_path_factory.mktemp("router-onnx")
+    load_onnx_minilm(folder)
+    assert (folder / ONNX_NAME).is_file()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def embedder(onnx_dir: Path) -> Any:
+    """The router's encoder (one-thread onnxruntime): on a busy 2-core box torch with 2 threads is ~5x slower."""
+    from lokal.router.onnx_minilm import load_onnx_minilm
+
+    return load_onnx_minilm(onnx_dir)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from lokal.cli.main import app
 from lokal.router.intents import shipped_data_path
+from lokal.router.onnx_minilm import ONNX_NAME
 from tests.router.fakes import FakeOpenAI
 
 runner = CliRunner()
@@ -23,6 +24,7 @@ def env(
     fake_server: Callable[..., FakeOpenAI],
     monkeypatch: pytest.MonkeyPatch,
     write_catalog: Callable[[Path, dict[str, Any]], Path],
+    onnx_dir: Path,
 ) -> dict[str, Any]:
     def scripted(messages: list[dict[str, Any]]) -> str:
         if messages[0]["content"].startswith("You plan work"):
@@ -30,7 +32,10 @@ def env(
         return f"[small] {messages[-1]['content'][:40]}"
 
     local = fake_server(replies={"small": scripted})
-    monkeypatch.setenv("LOKAL_ROUTER_ENCODER", "torch")  # share the session's MiniLM instead of exporting ONNX
+    monkeypatch.setenv("LOKAL_ROUTER_ENCODER", "onnx")
+    (tmp_path / "home" / "router").mkdir(parents=True)
+    # The session's exported model, so that the CLI does not export its own.
+    (tmp_path / "home" / "router" / ONNX_NAME).symlink_to(onnx_dir / ONNX_NAME)
     catalog = write_catalog(
         tmp_path / "router.yaml",
         {
@@ -92,11 +97,12 @@ def test_pipeline_streams_steps_and_writes_a_trace_that_trace_show_renders(env: 
     assert json.loads(again.output)["cache"]["hits"] == 4  # the sqlite cache under --home outlives the process
 
 
-def test_route_eval_and_fit(env: dict[str, Any], embedder: Any) -> None:
+def test_route_eval_and_fit(env: dict[str, Any]) -> None:
     rows = [json.loads(x) for x in shipped_data_path("labeled-heldout.jsonl").read_text().splitlines()][::10]
     labeled = env["tmp"] / "labeled.jsonl"
     labeled.write_text("\n".join(json.dumps(r) for r in rows))
-    r = runner.invoke(app, ["route", "eval", str(labeled), "--json", "--home", str(env["tmp"] / "home")])
+    home = str(env["tmp"] / "home")
+    r = runner.invoke(app, ["route", "eval", str(labeled), "--json", "--home", home])
     assert r.exit_code == 0, r.output
     reports = {x["method"]: x for x in json.loads(r.output)["reports"]}
     assert set(reports) == {"rules", "semantic", "combined"}
@@ -105,9 +111,9 @@ def test_route_eval_and_fit(env: dict[str, Any], embedder: Any) -> None:
     fit_rows = env["tmp"] / "fit.jsonl"
     fit_rows.write_text("\n".join(json.dumps(r) for r in rows[:12]))
     out = env["tmp"] / "fit.json"
-    f = runner.invoke(app, ["route", "fit", str(fit_rows), "--out", str(out), "--home", str(env["tmp"] / "home")])
+    f = runner.invoke(app, ["route", "fit", str(fit_rows), "--out", str(out), "--home", home])
     assert f.exit_code == 0, f.output
     assert json.loads(out.read_text())["n_examples"] == 12
     labeled.write_text("\n".join(json.dumps(r) for r in rows[:7]))
-    table = runner.invoke(app, ["route", "eval", str(labeled), "--fit", str(out), "--home", str(env["tmp"])])
+    table = runner.invoke(app, ["route", "eval", str(labeled), "--fit", str(out), "--home", home])
     assert table.exit_code == 0 and "confusion" in table.output and "summary" in table.output

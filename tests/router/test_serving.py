@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lokal.catalog.spec import ModelSpec, Variant
+from lokal.catalog.spec import ModelSpec, Task, Variant
 from lokal.errors import ModelNotFound, Overloaded
 from lokal.router.engine import IntentEngine
 from lokal.router.serving import ServedRouter, response_headers
@@ -22,7 +22,7 @@ CODE = [{"role": "user", "content": "Write a Python function that reverses a lin
 CHAT = [{"role": "user", "content": "Suggest a name for my bakery"}]
 
 
-def _spec(alias: str, caps: list[str], task: str = "chat-completion") -> ModelSpec:
+def _spec(alias: str, caps: list[str], task: Task = "chat-completion") -> ModelSpec:
     return ModelSpec(
         alias=alias,
         capabilities=caps,

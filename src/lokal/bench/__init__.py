@@ -1,9 +1,9 @@
 """Benchmark and compare models on lokal or any OpenAI-compatible endpoint.
 
-    from lokal.bench import BenchConfig, ModelEntry, LoadPattern, run_bench, write_report
-    result = run_bench(BenchConfig(models=[ModelEntry(name="qwen2.5-0.5b")], rounds=5,
-                                   pattern=LoadPattern("concurrency", concurrency=4)))
-    write_report(result, "r.html")
+from lokal.bench import BenchConfig, ModelEntry, LoadPattern, run_bench, write_report
+result = run_bench(BenchConfig(models=[ModelEntry(name="qwen2.5-0.5b")], rounds=5,
+                               pattern=LoadPattern("concurrency", concurrency=4)))
+write_report(result, "r.html")
 """
 
 from __future__ import annotations

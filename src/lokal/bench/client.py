@@ -31,11 +31,7 @@ def load_tokenizer(name_or_path: str) -> TokenCounter:
     """A Hugging Face `tokenizers` tokenizer from a tokenizer.json path or a hub name (cached)."""
     from tokenizers import Tokenizer
 
-    tok = (
-        Tokenizer.from_file(name_or_path)
-        if Path(name_or_path).is_file()
-        else Tokenizer.from_pretrained(name_or_path)
-    )
+    tok = Tokenizer.from_file(name_or_path) if Path(name_or_path).is_file() else Tokenizer.from_pretrained(name_or_path)
 
     def count(text: str) -> int:
         return len(tok.encode(text, add_special_tokens=False).ids)
@@ -184,9 +180,7 @@ class BenchClient:
         t_start: float,
         parts: list[str],
     ) -> None:
-        request = self._http.build_request(
-            "POST", self._url, content=json.dumps(self._payload(model, prompt, p))
-        )
+        request = self._http.build_request("POST", self._url, content=json.dumps(self._payload(model, prompt, p)))
         t_prepared = time.perf_counter()
         rec.phase_prepare_s = t_prepared - t_start
         resp = await self._http.send(request, stream=True)
@@ -249,9 +243,7 @@ class BenchClient:
                     rec.finish_reason = choice["finish_reason"]
                 lp = choice.get("logprobs")
                 if lp and lp.get("content"):
-                    logprobs.extend(
-                        float(t["logprob"]) for t in lp["content"] if t.get("logprob") is not None
-                    )
+                    logprobs.extend(float(t["logprob"]) for t in lp["content"] if t.get("logprob") is not None)
         t_end = time.perf_counter()
         rec.e2e_s = t_end - t_start
         if t_first is not None:

@@ -24,8 +24,7 @@ ROLES: tuple[Role, ...] = ("small", "large", "hybrid")
 RUBRIC = ("coherence", "factuality", "concision")
 
 DEFAULT_REFINE = (
-    "Review the draft answer above for errors, gaps and verbosity. "
-    "Reply with the corrected, final answer only."
+    "Review the draft answer above for errors, gaps and verbosity. Reply with the corrected, final answer only."
 )
 
 JUDGE_PROMPT = """You grade answers. Rate the ANSWER to the QUESTION from 1 (poor) to 5 (excellent) on:
@@ -297,9 +296,7 @@ def _first_round(m: ModelResult) -> dict[str, RequestRecord]:
 
 
 async def _judge(client: BenchClient, judge: str, question: str, answer: str, cfg: CompareConfig) -> Scores:
-    prompt = Prompt(
-        "judge", ({"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)},)
-    )
+    prompt = Prompt("judge", ({"role": "user", "content": JUDGE_PROMPT.format(question=question, answer=answer)},))
     params = RequestParams(max_tokens=96, temperature=0.0, seed=cfg.seed, stream=cfg.stream)
     rec = await client.chat(judge, prompt, params, keep_output=True)
     if not rec.ok:
@@ -374,9 +371,7 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
 
     large_endpoint = cfg.large.endpoint or cfg.endpoint
     hybrid: list[HybridRow] | None = None
-    async with BenchClient(
-        large_endpoint, cfg.large.api_key(cfg.api_key), timeout_s=cfg.request_timeout_s
-    ) as lc:
+    async with BenchClient(large_endpoint, cfg.large.api_key(cfg.api_key), timeout_s=cfg.request_timeout_s) as lc:
         if policy is not None:
             hybrid = []
             params = RequestParams(
@@ -427,9 +422,7 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
         "large": cost_of(large.records, cfg.large.price or cfg.prices.get(cfg.large.name), cfg.local),
     }
     if hybrid:
-        drafts = cost_of(
-            [h.draft for h in hybrid], cfg.small.price or cfg.prices.get(cfg.small.name), cfg.local
-        )
+        drafts = cost_of([h.draft for h in hybrid], cfg.small.price or cfg.prices.get(cfg.small.name), cfg.local)
         refines = cost_of(
             [h.refine for h in hybrid if h.refine is not None],
             cfg.large.price or cfg.prices.get(cfg.large.name),

@@ -39,9 +39,7 @@ class ModelEntry(BaseModel):
     endpoint: str | None = Field(default=None, validation_alias=AliasChoices("endpoint", "base_url"))
     api_key_env: str | None = None
     tags: list[str] = Field(default_factory=list, validation_alias=AliasChoices("tags", "capabilities"))
-    size_b: float | None = Field(
-        default=None, validation_alias=AliasChoices("size_b", "parameters_b", "size")
-    )
+    size_b: float | None = Field(default=None, validation_alias=AliasChoices("size_b", "parameters_b", "size"))
     price: Price | None = None
 
     @property
@@ -119,9 +117,7 @@ class Sweep:
         """ "concurrency:1,2,4,8", "rate:1,2,4" or "poisson:1,2,4"."""
         kind, _, values = spec.partition(":")
         if kind not in ("concurrency", "rate", "poisson") or not values:
-            raise ValueError(
-                f"sweep {spec!r}: expected concurrency:N,N,... or rate:R,R,... or poisson:R,R,..."
-            )
+            raise ValueError(f"sweep {spec!r}: expected concurrency:N,N,... or rate:R,R,... or poisson:R,R,...")
         nums = [float(v) for v in values.split(",") if v.strip()]
         if kind == "concurrency":
             levels = tuple(LoadPattern("concurrency", concurrency=int(n)) for n in nums)
@@ -134,6 +130,15 @@ def default_endpoint() -> str:
     from lokal.config import get_settings
 
     return f"{get_settings().base_url}/v1"
+
+
+def default_api_key(endpoint: str | None) -> str | None:
+    """The local server's own key (LOKAL_API_KEY) when talking to it; never a key meant for someone else."""
+    if endpoint is not None and endpoint.rstrip("/") != default_endpoint():
+        return None
+    from lokal.config import get_settings
+
+    return get_settings().api_key
 
 
 @dataclass(slots=True)

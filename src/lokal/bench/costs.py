@@ -67,9 +67,7 @@ class CostView:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["cloud_usd_per_1k_requests"] = (
-            None if self.cloud_usd is None else self.per_request(self.cloud_usd * 1000)
-        )
+        d["cloud_usd_per_1k_requests"] = None if self.cloud_usd is None else self.per_request(self.cloud_usd * 1000)
         d["local_usd_per_1k_requests"] = self.per_request(self.local_usd * 1000)
         return d
 

@@ -175,9 +175,7 @@ class Summary:
 
 
 def _token_source(records: Sequence[RequestRecord]) -> str:
-    sources = Counter(
-        s for r in records if r.ok for s in (r.prompt_token_source, r.completion_token_source) if s
-    )
+    sources = Counter(s for r in records if r.ok for s in (r.prompt_token_source, r.completion_token_source) if s)
     if not sources:
         return "none"
     if set(sources) == {"usage"}:

@@ -23,7 +23,7 @@ def latency_distribution(result: BenchResult, path: Path) -> Path:
     names, ttft, e2e = [], [], []
     for m in result.models:
         step = m.main_step
-        if step is None:
+        if step is None or m.status == "failed":
             continue
         ok = [r for r in step.records if r.ok]
         names.append(m.name)
@@ -57,9 +57,7 @@ def ttft_vs_concurrency(result: BenchResult, path: Path) -> Path:
         pts.sort()
         xs = [p[0] for p in pts]
         line = ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{m.name} p50")[0]
-        ax.plot(
-            xs, [p[2] for p in pts], marker="x", linestyle="--", color=line.get_color(), label=f"{m.name} p95"
-        )
+        ax.plot(xs, [p[2] for p in pts], marker="x", linestyle="--", color=line.get_color(), label=f"{m.name} p95")
     ax.set_xlabel("mean requests in flight")
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("TTFT vs concurrency")
@@ -78,7 +76,7 @@ def tokens_per_second(result: BenchResult, path: Path) -> Path:
     names, agg, per_req = [], [], []
     for m in result.models:
         step = m.main_step
-        if step is None:
+        if step is None or m.status == "failed":
             continue
         names.append(m.name)
         agg.append(step.summary.output_throughput)

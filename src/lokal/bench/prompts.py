@@ -44,9 +44,7 @@ _PASSAGE = (
 
 # Fixed text and order: the same run on two days sends byte-identical requests, so numbers compare.
 BUILTIN: tuple[Prompt, ...] = (
-    Prompt(
-        "qa-capital", _user("What is the capital of Australia? Answer in one sentence."), tags=("qa", "short")
-    ),
+    Prompt("qa-capital", _user("What is the capital of Australia? Answer in one sentence."), tags=("qa", "short")),
     Prompt(
         "explain-tcp",
         _user("Explain the difference between TCP and UDP to a new developer in three short paragraphs."),
@@ -77,9 +75,7 @@ BUILTIN: tuple[Prompt, ...] = (
     ),
     Prompt(
         "translate-de",
-        _user(
-            "Translate to German: 'The meeting has been moved to Thursday afternoon because of the holiday.'"
-        ),
+        _user("Translate to German: 'The meeting has been moved to Thursday afternoon because of the holiday.'"),
         tags=("translate", "short"),
     ),
     Prompt(

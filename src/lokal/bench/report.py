@@ -137,7 +137,8 @@ def rich_table(result: BenchResult) -> Table:
     table = Table(title="lokal bench", header_style="bold")
     keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
     for col in TERMINAL_COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "load", "status") else "right")
+        left = col in ("model", "load", "status")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
     for m, s in _rows(result):
         style = "red" if m.status == "failed" else ("yellow" if m.status == "partial" else None)
         row = _compact(m, s)

@@ -83,15 +83,11 @@ class _ModelRun:
         self.done = 0
         self.total = 0
 
-    def _emit(
-        self, phase: Literal["start", "warmup", "measure", "done"], step: str, rec: RequestRecord | None
-    ) -> None:
+    def _emit(self, phase: Literal["start", "warmup", "measure", "done"], step: str, rec: RequestRecord | None) -> None:
         if self.on_progress is not None:
             self.on_progress(ProgressEvent(self.entry.display, phase, step, self.done, self.total, rec))
 
-    async def _one(
-        self, job: Job, t0: float, phase: Literal["warmup", "measure"], step: str
-    ) -> RequestRecord:
+    async def _one(self, job: Job, t0: float, phase: Literal["warmup", "measure"], step: str) -> RequestRecord:
         rnd, prompt = job
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

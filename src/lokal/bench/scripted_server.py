@@ -249,9 +249,7 @@ class ScriptedServer:
         serve_ps: bool = False,
         port: int = 0,
     ) -> None:
-        self.app, self.stats = build_app(
-            scripts, default=default, max_parallel=max_parallel, serve_ps=serve_ps
-        )
+        self.app, self.stats = build_app(scripts, default=default, max_parallel=max_parallel, serve_ps=serve_ps)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
         )

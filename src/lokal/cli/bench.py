@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from lokal.bench.config import BenchConfig, LoadPattern, Sweep, default_endpoint, parse_models
+from lokal.bench.config import BenchConfig, LoadPattern, Sweep, default_api_key, default_endpoint, parse_models
 from lokal.bench.diff import diff_markdown, diff_results, diff_table, only_in
 from lokal.bench.metrics import SLO
 from lokal.bench.prompts import load_prompts
@@ -49,9 +49,7 @@ class _ProgressView:
             task = self.tasks[ev.model] = self.progress.add_task(ev.model, total=ev.total)
         desc = f"{ev.model} [dim]{ev.phase} {ev.step}[/dim]"
         if ev.phase == "done":
-            self.progress.update(
-                task, total=max(ev.completed, 1), completed=max(ev.completed, 1), description=ev.model
-            )
+            self.progress.update(task, total=max(ev.completed, 1), completed=max(ev.completed, 1), description=ev.model)
         else:
             self.progress.update(task, completed=ev.completed, description=desc)
 
@@ -92,14 +90,12 @@ def bench(
             "--endpoint",
             "-e",
             envvar="LOKAL_BENCH_ENDPOINT",
-            help="OpenAI-compatible base URL [default: this machine's lokal, http://127.0.0.1:5273/v1].",
+            help="OpenAI-compatible base URL (default: the local lokal, http://127.0.0.1:5273/v1).",
         ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(
-            "--api-key", envvar=["LOKAL_BENCH_API_KEY", "OPENAI_API_KEY"], help="Bearer key for the endpoint."
-        ),
+        typer.Option("--api-key", envvar="LOKAL_BENCH_API_KEY", help="Bearer key for the endpoint."),
     ] = None,
     prompts: Annotated[
         str | None,
@@ -112,9 +108,7 @@ def bench(
     ] = None,
     rounds: Annotated[
         int,
-        typer.Option(
-            "--rounds", "-n", envvar="LOKAL_BENCH_ROUNDS", min=1, help="Counted passes over the prompt set."
-        ),
+        typer.Option("--rounds", "-n", envvar="LOKAL_BENCH_ROUNDS", min=1, help="Counted passes over the prompt set."),
     ] = 3,
     warmup: Annotated[
         int, typer.Option("--warmup", envvar="LOKAL_BENCH_WARMUP", min=0, help="Uncounted warm-up passes.")
@@ -122,22 +116,16 @@ def bench(
     max_tokens: Annotated[int, typer.Option("--max-tokens", envvar="LOKAL_BENCH_MAX_TOKENS", min=1)] = 128,
     temperature: Annotated[
         float,
-        typer.Option(
-            "--temperature", envvar="LOKAL_BENCH_TEMPERATURE", help="0 with a seed = deterministic mode."
-        ),
+        typer.Option("--temperature", envvar="LOKAL_BENCH_TEMPERATURE", help="0 with a seed = deterministic mode."),
     ] = 0.0,
     seed: Annotated[int | None, typer.Option("--seed", envvar="LOKAL_BENCH_SEED")] = 1234,
     stream: Annotated[
         bool,
-        typer.Option(
-            "--stream/--no-stream", envvar="LOKAL_BENCH_STREAM", help="Streaming gives TTFT and ITL."
-        ),
+        typer.Option("--stream/--no-stream", envvar="LOKAL_BENCH_STREAM", help="Streaming gives TTFT and ITL."),
     ] = True,
     ignore_eos: Annotated[
         bool,
-        typer.Option(
-            "--ignore-eos", help="Ask for exactly max_tokens (lokal, vLLM); fair tokens/s comparisons."
-        ),
+        typer.Option("--ignore-eos", help="Ask for exactly max_tokens where supported (vLLM): fair tokens/s."),
     ] = False,
     concurrency: Annotated[
         int,
@@ -154,17 +142,13 @@ def bench(
         typer.Option("--rate", envvar="LOKAL_BENCH_RATE", help="Open loop: requests per second."),
     ] = None,
     poisson: Annotated[bool, typer.Option("--poisson", help="With --rate: Poisson arrivals.")] = False,
-    max_concurrency: Annotated[
-        int | None, typer.Option("--max-concurrency", help="Cap in-flight with --rate.")
-    ] = None,
+    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", help="Cap in-flight with --rate.")] = None,
     sweep: Annotated[
         str | None,
         typer.Option("--sweep", help="Load levels, e.g. concurrency:1,2,4,8 or rate:1,2,4 or poisson:1,2,4."),
     ] = None,
     slo_ttft_ms: Annotated[float | None, typer.Option("--slo-ttft-ms", help="Goodput SLO on TTFT.")] = None,
-    slo_itl_ms: Annotated[
-        float | None, typer.Option("--slo-itl-ms", help="Goodput SLO on time per token.")
-    ] = None,
+    slo_itl_ms: Annotated[float | None, typer.Option("--slo-itl-ms", help="Goodput SLO on time per token.")] = None,
     slo_e2e_ms: Annotated[float | None, typer.Option("--slo-e2e-ms")] = None,
     slo_attainment: Annotated[float, typer.Option("--slo-attainment", min=0.0, max=1.0)] = 0.9,
     duration: Annotated[
@@ -185,9 +169,7 @@ def bench(
             help="tokenizer.json (or cached HF name) to count tokens when the server gives no usage.",
         ),
     ] = None,
-    extra_body: Annotated[
-        str | None, typer.Option("--extra-body", help="JSON merged into every request.")
-    ] = None,
+    extra_body: Annotated[str | None, typer.Option("--extra-body", help="JSON merged into every request.")] = None,
     server_stats: Annotated[bool, typer.Option("--server-stats/--no-server-stats")] = True,
     fmt: Annotated[
         str | None,
@@ -195,9 +177,7 @@ def bench(
     ] = None,
     output: Annotated[
         list[Path] | None,
-        typer.Option(
-            "--output", "-o", envvar="LOKAL_BENCH_OUTPUT", help="Report file(s); format from the extension."
-        ),
+        typer.Option("--output", "-o", envvar="LOKAL_BENCH_OUTPUT", help="Report file(s); format from the extension."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
     strict: Annotated[
@@ -224,7 +204,7 @@ def bench(
         config = BenchConfig(
             models=parse_models(model),
             endpoint=endpoint or default_endpoint(),
-            api_key=api_key,
+            api_key=api_key or default_api_key(endpoint),
             prompts=load_prompts(prompts),
             rounds=rounds,
             warmup_rounds=warmup,
@@ -266,13 +246,9 @@ def bench(
 def diff(
     a: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Baseline run (JSON).")],
     b: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="New run (JSON).")],
-    threshold: Annotated[
-        float, typer.Option("--threshold", help="Percent change that counts as a regression.")
-    ] = 10.0,
+    threshold: Annotated[float, typer.Option("--threshold", help="Percent change that counts as a regression.")] = 10.0,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json.")] = "table",
-    fail_on_regression: Annotated[
-        bool, typer.Option("--fail-on-regression", help="Exit 1 on a regression.")
-    ] = False,
+    fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="Exit 1 on a regression.")] = False,
 ) -> None:
     """Compare two `lokal bench --format json` runs, model by model."""
     try:
@@ -316,9 +292,7 @@ def diff(
 @app.command("report")
 def report(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A run saved as JSON.")],
-    output: Annotated[
-        list[Path], typer.Option("--output", "-o", help="Report file(s): .csv .md .html .json")
-    ],
+    output: Annotated[list[Path], typer.Option("--output", "-o", help="Report file(s): .csv .md .html .json")],
 ) -> None:
     """Render a saved JSON run as CSV, Markdown or HTML (with plots)."""
     result = BenchResult.load(source)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lokal.bench.compare import CompareConfig, HybridPolicy, annotation_template, run_compare
 from lokal.bench.compare_report import rich_tables, to_markdown, write_compare
-from lokal.bench.config import ModelEntry, Price, default_endpoint
+from lokal.bench.config import ModelEntry, Price, default_api_key, default_endpoint
 from lokal.bench.costs import LocalCost, PriceTable
 from lokal.bench.prompts import load_prompts
 
@@ -27,12 +27,8 @@ def _price(spec: str | None) -> Price | None:
 
 
 def command(
-    small: Annotated[
-        str, typer.Option("--small", "-s", envvar="LOKAL_COMPARE_SMALL", help="The small model.")
-    ],
-    large: Annotated[
-        str, typer.Option("--large", "-l", envvar="LOKAL_COMPARE_LARGE", help="The large model.")
-    ],
+    small: Annotated[str, typer.Option("--small", "-s", envvar="LOKAL_COMPARE_SMALL", help="The small model.")],
+    large: Annotated[str, typer.Option("--large", "-l", envvar="LOKAL_COMPARE_LARGE", help="The large model.")],
     endpoint: Annotated[
         str | None,
         typer.Option(
@@ -46,9 +42,7 @@ def command(
         str | None,
         typer.Option("--large-endpoint", help="Where the large model lives, if elsewhere (e.g. a GPU box)."),
     ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar=["LOKAL_BENCH_API_KEY", "OPENAI_API_KEY"])
-    ] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LOKAL_BENCH_API_KEY")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", "-p", help="JSON/YAML prompt list.")] = None,
     rounds: Annotated[int, typer.Option("--rounds", "-n", min=1)] = 1,
     warmup: Annotated[int, typer.Option("--warmup", min=0)] = 1,
@@ -74,14 +68,10 @@ def command(
     refine_unknown: Annotated[
         bool, typer.Option("--refine-unknown-confidence", help="Refine when the endpoint gives no logprobs.")
     ] = False,
-    judge: Annotated[
-        str | None, typer.Option("--judge", help="Model that scores outputs 1-5 on the rubric.")
-    ] = None,
+    judge: Annotated[str | None, typer.Option("--judge", help="Model that scores outputs 1-5 on the rubric.")] = None,
     annotations: Annotated[
         Path | None,
-        typer.Option(
-            "--annotations", exists=True, dir_okay=False, help="Filled-in scores (from --write-annotations)."
-        ),
+        typer.Option("--annotations", exists=True, dir_okay=False, help="Filled-in scores (from --write-annotations)."),
     ] = None,
     write_annotations: Annotated[
         Path | None, typer.Option("--write-annotations", help="Write a template for hand scoring.")
@@ -95,9 +85,7 @@ def command(
     small_price: Annotated[str | None, typer.Option("--small-price", help="IN,OUT $/1M tokens.")] = None,
     large_price: Annotated[str | None, typer.Option("--large-price", help="IN,OUT $/1M tokens.")] = None,
     device_cost: Annotated[float, typer.Option("--device-cost-per-hour", help="Local $/hour.")] = 0.0,
-    watts: Annotated[
-        float | None, typer.Option("--watts", help="Mean power draw for an energy estimate.")
-    ] = None,
+    watts: Annotated[float | None, typer.Option("--watts", help="Mean power draw for an energy estimate.")] = None,
     kwh_price: Annotated[float, typer.Option("--kwh-price")] = 0.30,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or md.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Report file (.json or .md).")] = None,
@@ -125,7 +113,7 @@ def command(
             small=ModelEntry(name=small, price=_price(small_price)),
             large=ModelEntry(name=large, endpoint=large_endpoint, price=_price(large_price)),
             endpoint=endpoint or default_endpoint(),
-            api_key=api_key,
+            api_key=api_key or default_api_key(endpoint),
             prompts=load_prompts(prompts),
             rounds=rounds,
             warmup_rounds=warmup,

@@ -162,7 +162,7 @@ def fit_cmd(
     try:
         rows = read_labeled(examples)
         eng = IntentEngine(h, fit=FitParams())
-        params = fit(eng.spec, _encoder(), rows, str(examples), add_examples=not no_examples)
+        params = fit(eng.spec, _encoder(h), rows, str(examples), add_examples=not no_examples)
     except LokalError as exc:
         _fail(exc)
     dest = output or h / "router" / FIT_FILE
@@ -178,10 +178,10 @@ def fit_cmd(
     out.print(f"rule bonus: {params.rule_bonus:g}")
 
 
-def _encoder() -> Any:
-    from lokal.embeddings import get_embedder
+def _encoder(home: Path) -> Any:
+    from lokal.router.engine import default_encoder
 
-    return get_embedder()
+    return default_encoder(home)
 
 
 @app.command("eval")
@@ -201,11 +201,10 @@ def eval_cmd(
         _fail(exc)
     reports: list[EvalReport] = []
     for name, det in (("rules", rules), ("semantic", sem), ("combined", comb)):
-        t0 = time.perf_counter()
         rep = evaluate(name, det, rows)
         reports.append(rep)
         if not as_json:
-            _print_report(rep, (time.perf_counter() - t0) * 1000 / len(rows), errors)
+            _print_report(rep, errors)
     if as_json:
         out.print_json(data={"n": len(rows), "file": str(labeled), "reports": [r.to_dict() for r in reports]})
         return
@@ -219,8 +218,8 @@ def eval_cmd(
     out.print(t)
 
 
-def _print_report(rep: EvalReport, ms_per_prompt: float, errors: int) -> None:
-    t = Table(title=f"{rep.method}: accuracy {rep.accuracy:.3f} on {rep.n} prompts ({ms_per_prompt:.1f} ms/prompt)")
+def _print_report(rep: EvalReport, errors: int) -> None:
+    t = Table(title=f"{rep.method}: accuracy {rep.accuracy:.3f} on {rep.n} prompts")
     t.add_column("intent")
     for col in ("precision", "recall", "F1", "n"):
         t.add_column(col, justify="right")

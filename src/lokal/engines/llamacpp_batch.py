@@ -150,16 +150,18 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
             model.close()
             super().load(spec, variant, path)
             return
-        threads = self._n_threads or os.cpu_count() or 1
+        # As Llama() does for the single-stream engine: half the CPUs for one-token steps (memory-bound), all of
+        # them for steps with several tokens; LOKAL_N_THREADS sets both.
+        cpus = os.cpu_count() or 1
+        threads = self._n_threads or max(1, cpus // 2)
+        threads_batch = self._n_threads or cpus
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx_slot * slots
         cparams.n_seq_max = slots
         cparams.n_batch = self._n_batch
         cparams.n_ubatch = self._n_batch
-        # Batches of several sequences run with n_threads_batch; one thread count for all steps keeps a step's
-        # cost proportional to its work whatever the mix.
         cparams.n_threads = threads
-        cparams.n_threads_batch = threads
+        cparams.n_threads_batch = threads_batch
         cparams.kv_unified = False  # a stream per slot: attention reads only its own cells
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the single-stream engine
         if hasattr(cparams, "n_outputs_max"):
@@ -184,7 +186,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
                 "synthetic": meta.get("lokal.synthetic") == "true",
                 "gpu_layers": gpu_layers,
                 "slots": slots,
-                "threads": threads,
+                "threads": threads_batch,
             },
         )
 

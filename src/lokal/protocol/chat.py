@@ -54,6 +54,7 @@ class ChatCompletionRequest(SamplingParams):
             top_p=self.top_p,
             stop=tuple(self.stop_list()),
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
             json_mode=self.response_format is not None and self.response_format.type == "json_object",
         )
 

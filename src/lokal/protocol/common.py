@@ -33,6 +33,7 @@ class SamplingParams(OpenAIModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1)
+    ignore_eos: bool = False  # vLLM/llama.cpp extension: benchmarks force a fixed output length
 
     @field_validator("max_tokens")
     @classmethod

@@ -31,4 +31,5 @@ class CompletionRequest(SamplingParams):
             top_p=self.top_p,
             stop=tuple(self.stop_list()),
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
         )

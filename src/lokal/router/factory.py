@@ -47,6 +47,7 @@ def build_router(
     trace_path: Path | None = None,
     cache_path: Path | None = None,
     api_key: str | None = None,
+    intents: IntentEngine | None = None,
 ) -> Router:
     """``base_url``: the lokal server (``http://host:port/v1``), home of the models whose endpoint is "local".
     ``cache_path``: SQLite file that keeps cached responses across runs (default: in memory only)."""
@@ -57,7 +58,7 @@ def build_router(
     return Router(
         store,
         local_base_url=base_url,
-        intents=IntentEngine(home),
+        intents=intents or IntentEngine(home),
         trace=TraceWriter(trace_path) if trace_path is not None else None,
         cache=ResponseCache(pol.max_entries, pol.ttl_s, cache_path),
     )

@@ -4,6 +4,7 @@ Installed by ``lokal.server.extensions`` as ``install(app, state)``; it sets ``s
 chat route consults. Local candidates run through the server's own serving path (so metrics, queues and
 TTLs apply); remote ones through the router's OpenAI client. A remote answer to a streaming request is
 sent as one chunk. Set ``LOKAL_ROUTER_WARM=1`` to load MiniLM at start-up instead of on the first request.
+``GET /lokal/router`` reports the catalog source, reload errors, cache hits and models cooling down.
 """
 
 from __future__ import annotations
@@ -285,5 +286,10 @@ def install(app: FastAPI, state: AppState) -> None:
     served = ServedRouter.from_home(state.settings.home, local_models, loaded)
     state.router = RouterHook(served, state)
     state.extras["router"] = served
+
+    @app.get("/lokal/router")
+    async def router_status() -> dict[str, Any]:
+        return served.status()
+
     if os.environ.get("LOKAL_ROUTER_WARM") == "1":
         threading.Thread(target=served.warm, name="router-warm", daemon=True).start()

@@ -34,6 +34,8 @@ memory, budgets and the trace. API for the server:
     Once per request, after it finished (streamed or not). ``usage``: ``(prompt, completion)`` tokens, a
     dict with those keys, an object with those attributes, or None. Writes the trace line and charges
     the budget ledger.
+``status() -> dict``
+    Catalog source and last reload error, cache hit stats, models cooling down or over budget.
 ``complete(name, messages, params) -> RoutedResult``
     Everything above in one blocking call (non-streaming requests): plan, cache, retries with backoff,
     fallbacks, cooldowns, trace. ``result.content``, ``.model`` (put it in the response's ``model`` field and
@@ -269,6 +271,21 @@ class ServedRouter:
         if not self.is_router_model(name):
             raise ModelNotFound(f"{name!r} is not a router model (known: {', '.join(self.names())})")
         return self.router.complete(messages, router=name, params=params)
+
+    def status(self) -> dict[str, Any]:
+        """For ``GET /lokal/router``: where the catalog comes from, its last error, cache and health."""
+        store = self.router.store
+        return {
+            "names": self.names(),
+            "catalog": "default (local models)" if store.using_default else str(store.path),
+            "catalog_error": store.last_error.message if store.last_error else None,
+            "models": sorted(self.router.catalog.models),
+            "encoder": self.router.intents.encoder_name or "not loaded",
+            "cache": self.cache_stats,
+            "cooling": {m: round(s, 1) for m, s in self.router.cooldowns.cooling().items()},
+            "over_budget": self.router.ledger.over_budget(self.router.catalog),
+            "traces": str(self.trace_dir),
+        }
 
     @property
     def cache_stats(self) -> dict[str, float]:

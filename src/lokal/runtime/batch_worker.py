@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from lokal.engines.base import Engine, GenerationEvent, GenerationRequest
 from lokal.errors import EngineError, LokalError, Overloaded
-from lokal.runtime.worker import DONE, Emit, ModelWorker, Worker, consume
+from lokal.runtime.worker import DONE, ModelWorker, Worker, consume
 
 
 class Slotted(Protocol):
@@ -52,10 +52,42 @@ class BatchEngine(Engine, Protocol):
     def close(self, seq: Any, *, failed: bool = False) -> None: ...
 
 
+class _Mailbox:
+    """Where the engine thread leaves items for one awaiting coroutine."""
+
+    __slots__ = ("loop", "queue")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Any], Any]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+class _Outbox:
+    """Items from one step go to the event loop in one wake-up, not one per token per request: fewer
+    cross-thread calls, and the engine thread hands the GIL to the event loop less often."""
+
+    def __init__(self) -> None:
+        self._items: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
+
+    def put(self, box: _Mailbox, item: Any) -> None:
+        self._items.setdefault(box.loop, []).append((box.queue, item))
+
+    def flush(self) -> None:
+        items, self._items = self._items, {}
+        for loop, batch in items.items():
+            with contextlib.suppress(RuntimeError):  # that event loop is closed, and its callers with it
+                loop.call_soon_threadsafe(_deliver, batch)
+
+
 @dataclass(slots=True)
 class _Request:
     req: GenerationRequest
-    emit: Emit
+    box: _Mailbox
     cancel: threading.Event = field(default_factory=threading.Event)
     seq: Any = None  # the engine's sequence once admitted
 
@@ -63,7 +95,7 @@ class _Request:
 @dataclass(slots=True)
 class _Call:
     fn: Callable[[], Any]
-    emit: Emit
+    box: _Mailbox
 
 
 class BatchWorker:
@@ -76,6 +108,7 @@ class BatchWorker:
         self._calls: deque[_Call] = deque()
         self._active: list[_Request] = []
         self._closing = False
+        self._outbox = _Outbox()  # touched by the engine thread only
         self._thread = threading.Thread(target=self._loop, name=f"lokal-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -110,7 +143,7 @@ class BatchWorker:
                     gone = [j for j in self._waiting if j.cancel.is_set()]
                     self._waiting = deque(j for j in self._waiting if not j.cancel.is_set())
                     for job in gone:
-                        job.emit(DONE)
+                        self._outbox.put(job.box, DONE)
                 admitted: list[_Request] = []
                 while self._waiting and len(self._active) < self.engine.slots:
                     job = self._waiting.popleft()
@@ -121,18 +154,21 @@ class BatchWorker:
             for job in admitted:
                 self._admit(job)
             self._drop_cancelled()
+            self._outbox.flush()
             if self._active:
                 self._step()
+                self._outbox.flush()
 
     def _run_call(self, call: _Call) -> None:
+        send = self._outbox.put
         try:
-            call.emit(("ok", call.fn()))
+            send(call.box, ("ok", call.fn()))
         except LokalError as exc:
-            call.emit(exc)
+            send(call.box, exc)
         except Exception as exc:  # an engine bug must not kill the thread that serves everyone else
-            call.emit(EngineError(f"{type(exc).__name__}: {exc}"))
+            send(call.box, EngineError(f"{type(exc).__name__}: {exc}"))
         finally:
-            call.emit(DONE)
+            send(call.box, DONE)
 
     def _admit(self, job: _Request) -> None:
         if not job.cancel.is_set():
@@ -140,10 +176,11 @@ class BatchWorker:
                 job.seq = self.engine.open(job.req)  # prompt too long and the like fail here, before any header
                 return
             except Exception as exc:
-                job.emit(exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}"))
+                err = exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}")
+                self._outbox.put(job.box, err)
         with self._cond:
             self._active.remove(job)
-        job.emit(DONE)
+        self._outbox.put(job.box, DONE)
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._active if j.cancel.is_set()]:
@@ -153,7 +190,7 @@ class BatchWorker:
         self.engine.close(job.seq, failed=failed)
         with self._cond:
             self._active.remove(job)
-        job.emit(DONE)
+        self._outbox.put(job.box, DONE)
 
     def _step(self) -> None:
         try:
@@ -161,33 +198,22 @@ class BatchWorker:
         except Exception as exc:
             err = exc if isinstance(exc, LokalError) else EngineError(f"{type(exc).__name__}: {exc}")
             for job in list(self._active):  # the batch's state is unknown: every sequence in it ends
-                job.emit(err)
+                self._outbox.put(job.box, err)
                 self._release(job, failed=True)
             return
         for job in list(self._active):
             seq: Slotted = job.seq
             for event in seq.take_events():
-                job.emit(event)
+                self._outbox.put(job.box, event)
             if seq.done:
                 self._release(job)
 
     # -- the async side ----------------------------------------------------------------------------------------
-    def _channel(self) -> tuple[Emit, asyncio.Queue[Any]]:
-        loop = asyncio.get_running_loop()
-        out: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the caller's event loop is gone, and the caller with it
-                loop.call_soon_threadsafe(out.put_nowait, item)
-
-        return emit, out
-
     def _full(self) -> Overloaded:
         return Overloaded(f"model {self.name!r} has {self.depth} requests queued; try again shortly", retry_after=1)
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        emit, out = self._channel()
-        job = _Request(req, emit)
+        job = _Request(req, _Mailbox())
         with self._cond:
             if self._closing:
                 raise EngineError(f"model {self.name!r} is unloading")
@@ -197,21 +223,21 @@ class BatchWorker:
             self._waiting.append(job)
             self._cond.notify()
         try:
-            async for item in consume(out):
+            async for item in consume(job.box.queue):
                 yield item
         finally:
             job.cancel.set()  # client gone or finished: the slot is freed at the next step
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run any engine call (embed, count_tokens) on the engine thread, between two decode steps."""
-        emit, out = self._channel()
+        box = _Mailbox()
         with self._cond:
             if len(self._calls) >= self._queue_size:
                 raise self._full()
-            self._calls.append(_Call(fn, emit))
+            self._calls.append(_Call(fn, box))
             self._cond.notify()
         result: Any = None
-        async for item in consume(out):
+        async for item in consume(box.queue):
             result = item[1]
         return result
 

@@ -1,0 +1,91 @@
+"""End to end against a real `lokal serve` (aliases "tiny" [general, summarize, fast] and "tiny-coder"
+[code, refactor], both the tiny random-weight GGUF): the pipeline over the official openai client, and
+model="auto" served by lokal itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from lokal.router.engine import IntentEngine
+from lokal.router.factory import build_router
+from lokal.router.onnx_minilm import ONNX_NAME
+from lokal.router.pipeline import Pipeline
+from lokal.router.trace import read_trace
+
+CODE_TASK = "Write a Python function that merges two sorted lists"
+
+
+@pytest.fixture(scope="module")
+def server(lokal_server: Any, onnx_dir: Path) -> Any:
+    # Give the server the session's exported MiniLM so its first "auto" request does not export its own.
+    target = Path(lokal_server.home) / "router" / ONNX_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.symlink_to(onnx_dir / ONNX_NAME)
+    return lokal_server
+
+
+def test_pipeline_against_lokal_with_the_default_catalog(
+    server: Any, tmp_path: Path, intent_engine: IntentEngine
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    router = build_router(home=tmp_path, base_url=server.base_url, trace_path=trace, intents=intent_engine)
+    cat = router.catalog
+    assert {"tiny", "tiny-coder"} <= set(cat.models) and "all-minilm-l6-v2" not in cat.models
+    assert cat.models["tiny-coder"].capabilities == ["code", "refactor"]
+    # The tiny model writes noise, so the plan is unparseable and the whole task becomes the only step.
+    res = Pipeline(router, max_steps=3, params={"max_tokens": 8}).run_all(CODE_TASK)
+    router.close()
+    assert res.plan is not None and res.plan.model == "tiny"
+    assert [o.model for o in res.outputs] == ["tiny-coder"] * len(res.outputs)
+    assert res.refine is not None and res.refine.model == "tiny"
+    events = read_trace(trace)
+    assert [e["kind"] for e in events][0] == "plan" and events[-1]["kind"] == "refine"
+    assert all(e["completion_tokens"] > 0 and e["prompt_tokens"] > 0 for e in events)  # real usage from lokal
+    assert all(e["error"] is None for e in events)
+
+
+def test_model_auto_is_routed_by_the_server(server: Any) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+    assert "auto" in [m.id for m in client.models.list().data]
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": CODE_TASK}], max_tokens=8, temperature=0
+    )
+    resp = raw.parse()
+    assert raw.headers["x-lokal-routed-model"] == "tiny-coder"
+    assert raw.headers["x-lokal-intent"] == "code"
+    info = (resp.model_extra or {})["lokal_router"]
+    assert info["model"] == "tiny-coder" and info["router"] == "auto"
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Summarize: the meeting went well."}],
+            max_tokens=8,
+            stream=True,
+        )
+    )
+    assert chunks and any(c.choices and c.choices[0].finish_reason for c in chunks)
+    files = sorted((Path(server.home) / "traces").glob("router-*.jsonl"))
+    events = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+    ids = {e["trace_id"] for e in events}
+    assert info["trace_id"] in ids
+    assert events[-1]["model"] == "tiny" and events[-1]["intent"] == "summarize"  # the streamed one, at its end
+    status = httpx.get(server.url + "/lokal/router", timeout=30).json()
+    assert status["names"][0] == "auto" and status["encoder"] == "onnxruntime"
+    assert {"tiny", "tiny-coder"} <= set(status["models"]) and status["cache"]["misses"] >= 1
+
+
+def test_unknown_router_names_are_plain_model_errors(server: Any) -> None:
+    r = httpx.post(
+        server.base_url + "/chat/completions",
+        timeout=60,
+        json={"model": "auto-nope", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert r.status_code == 404 and r.json()["error"]["code"] in ("model_not_found", None)
