@@ -7,7 +7,7 @@ stream. Also printed: TTFT p50/p95 under each load, server CPU-seconds per token
 shared machine), a prefix-reuse check (same long system prompt twice) and a fairness check (the longest pause
 of running streams while a long prompt joins).
 
-    python benchmarks/bench_batching.py [--tokens 48] [--rounds 3] [--threads 2] [--json out.json]
+    python benchmarks/bench_batching.py [--tokens 64] [--rounds 3] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Stream:
 class Level:
     n: int
     agg_tps: list[float] = field(default_factory=list)  # per round: all output tokens / round wall time
+    decode_tps: list[float] = field(default_factory=list)  # per round: tokens after the first / decode time
     ttft: list[float] = field(default_factory=list)
     cpu_per_token_ms: list[float] = field(default_factory=list)
 
@@ -78,8 +79,9 @@ def chat_stream(base: str, messages: list[dict[str, str]], tokens: int, t_round:
     return Stream(first - t0, n, last - t_round, gaps)
 
 
-def lokal_level(base: str, pid: int, n: int, tokens: int, tag: str) -> tuple[float, list[float], float]:
-    """One round of n concurrent streams: (aggregate tok/s, TTFTs, server CPU ms per output token)."""
+def lokal_level(base: str, pid: int, n: int, tokens: int, tag: str) -> tuple[float, float, list[float], float]:
+    """One round of n concurrent streams: (aggregate tok/s, decode-phase aggregate tok/s, TTFTs, server CPU ms
+    per output token). The decode phase runs from the last first token to the last token: all n decode."""
     proc = psutil.Process(pid)
     cpu0 = sum(proc.cpu_times()[:2])
     t0 = time.perf_counter()
@@ -92,15 +94,17 @@ def lokal_level(base: str, pid: int, n: int, tokens: int, tag: str) -> tuple[flo
     wall = max(s.end for s in streams)
     out = sum(s.tokens for s in streams)
     cpu = sum(proc.cpu_times()[:2]) - cpu0
-    return out / wall, [s.ttft for s in streams], cpu * 1000 / out
+    decode = wall - max(s.end - sum(s.gaps) for s in streams)
+    return out / wall, (out - n) / decode, [s.ttft for s in streams], cpu * 1000 / out
 
 
-def llama_cpp_level(llm: Any, n: int, tokens: int, tag: str) -> tuple[float, list[float], float]:
+def llama_cpp_level(llm: Any, n: int, tokens: int, tag: str) -> tuple[float, float, list[float], float]:
     """N streams through llama-cpp-python's Llama: one after another; TTFT as if all N arrived at once."""
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     ttfts = []
     out = 0
+    decode = 0.0
     for i in range(n):
         llm.reset()
         t_req = time.perf_counter()
@@ -113,9 +117,10 @@ def llama_cpp_level(llm: Any, n: int, tokens: int, tag: str) -> tuple[float, lis
                 out += 1
                 if not first:
                     first = time.perf_counter()
+        decode += time.perf_counter() - first
         ttfts.append(first - t_req + (t_req - t0))  # waiting for the earlier ones counts
     wall = time.perf_counter() - t0
-    return out / wall, ttfts, (time.process_time() - cpu0) * 1000 / out
+    return out / wall, (out - n) / decode, ttfts, (time.process_time() - cpu0) * 1000 / out
 
 
 def prefix_reuse(base: str, tokens: int) -> dict[str, float]:
@@ -131,7 +136,7 @@ def prefix_reuse(base: str, tokens: int) -> dict[str, float]:
 
 def fairness(base: str, tokens: int) -> dict[str, float]:
     """Three streams decode; a ~1500-token prompt joins. How long did the running streams pause?"""
-    long_prompt = "Here is a long document about lighthouses and their keepers. " * 125
+    long_prompt = "Here is a long document about lighthouses and their keepers. " * 50  # ~1450 tokens
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(4) as pool:
         runners = [pool.submit(chat_stream, base, [{"role": "user", "content": f"[fair] {QUESTION.format(i=i)}"}],
@@ -147,7 +152,7 @@ def fairness(base: str, tokens: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=48, help="output tokens per stream (synthetic: fixed length)")
+    ap.add_argument("--tokens", type=int, default=64, help="output tokens per stream (synthetic: fixed length)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--like", default="qwen2.5-0.5b")
@@ -170,13 +175,19 @@ def main() -> None:
             lokal_level(srv.base_url, srv.proc.pid, 2, 4, "warm")
             for r in range(args.rounds):
                 for n in LEVELS:
-                    tps, ttft, cpu = lokal_level(srv.base_url, srv.proc.pid, n, args.tokens, f"r{r}n{n}")
+                    tps, dtps, ttft, cpu = lokal_level(srv.base_url, srv.proc.pid, n, args.tokens, f"r{r}n{n}")
                     lokal[n].agg_tps.append(tps)
+                    lokal[n].decode_tps.append(dtps)
                     lokal[n].ttft += ttft
                     lokal[n].cpu_per_token_ms.append(cpu)
             extra["prefix_reuse"] = prefix_reuse(srv.base_url, 4)
             extra["fairness"] = fairness(srv.base_url, args.tokens)
             extra["ps"] = next(m for m in httpx.get(srv.url + "/lokal/ps").json()["models"] if m["alias"] == "bench")
+        # The same join with prompt chunks as big as a batch (512): what chunking saves the running streams.
+        with LokalServer(home, env={**env, "LOKAL_PREFILL_CHUNK": "512"}) as srv:
+            httpx.post(srv.url + "/lokal/models/bench/load", timeout=300).raise_for_status()
+            lokal_level(srv.base_url, srv.proc.pid, 2, 4, "warm")  # type: ignore[union-attr]
+            extra["fairness_chunk512"] = fairness(srv.base_url, args.tokens)
 
     if not args.skip_llama_cpp:
         from llama_cpp import Llama
@@ -185,31 +196,37 @@ def main() -> None:
         llama_cpp_level(llm, 1, 4, "warm")
         for r in range(args.rounds):
             for n in LEVELS:
-                tps, ttft, cpu = llama_cpp_level(llm, n, args.tokens, f"r{r}n{n}")
+                tps, dtps, ttft, cpu = llama_cpp_level(llm, n, args.tokens, f"r{r}n{n}")
                 ref[n].agg_tps.append(tps)
+                ref[n].decode_tps.append(dtps)
                 ref[n].ttft += ttft
                 ref[n].cpu_per_token_ms.append(cpu)
         llm.close()
 
-    base_l = pct(lokal[1].agg_tps, 50)
-    base_r = pct(ref[1].agg_tps, 50) if ref[1].agg_tps else float("nan")
+    def med(values: list[float]) -> float:
+        return pct(values, 50) if values else float("nan")
+
     print(f"model: synthetic {args.like} {args.quant} ({path.stat().st_size / 2**20:.0f} MiB); {args.tokens} tokens "
-          f"per stream; {args.rounds} rounds; threads={args.threads}; {os.cpu_count()} CPUs; load avg "
+          f"per stream; {args.rounds} rounds (medians); threads={args.threads}; {os.cpu_count()} CPUs; load avg "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"{'streams':>7} | {'lokal tok/s':>11} {'ratio':>6} {'TTFT p50':>9} {'p95':>7} {'cpu ms/tok':>10} | "
-          f"{'llama-cpp-python tok/s':>22} {'ratio':>6} {'TTFT p95':>9}")
+    print("aggregate output tok/s = all streams' tokens / round wall time (prompt included); decode = the phase")
+    print("where all streams generate; ratios to the same side's single stream; TTFT with all N sent at once")
+    print(f"{'streams':>7} | {'lokal tok/s':>11} {'ratio':>6} {'decode':>7} {'ratio':>6} {'TTFT p50':>8} {'p95':>7} "
+          f"{'cpu ms/tok':>10} | {'llama-cpp-python':>16} {'ratio':>6} {'TTFT p95':>8}")
     for n in LEVELS:
-        lt = pct(lokal[n].agg_tps, 50)
-        rt = pct(ref[n].agg_tps, 50) if ref[n].agg_tps else float("nan")
-        print(f"{n:>7} | {lt:>11.1f} {lt / base_l:>5.2f}x {pct(lokal[n].ttft, 50) * 1000:>7.0f}ms "
-              f"{pct(lokal[n].ttft, 95) * 1000:>5.0f}ms {pct(lokal[n].cpu_per_token_ms, 50):>10.1f} | "
-              f"{rt:>22.1f} {rt / base_r:>5.2f}x "
-              f"{(pct(ref[n].ttft, 95) * 1000 if ref[n].ttft else float('nan')):>7.0f}ms")
-    pr, fair = extra["prefix_reuse"], extra["fairness"]
+        lt, ld, rt = med(lokal[n].agg_tps), med(lokal[n].decode_tps), med(ref[n].agg_tps)
+        rp95 = pct(ref[n].ttft, 95) * 1000 if ref[n].ttft else float("nan")
+        print(f"{n:>7} | {lt:>11.1f} {lt / med(lokal[1].agg_tps):>5.2f}x {ld:>7.1f} "
+              f"{ld / med(lokal[1].decode_tps):>5.2f}x {pct(lokal[n].ttft, 50) * 1000:>6.0f}ms "
+              f"{pct(lokal[n].ttft, 95) * 1000:>5.0f}ms {med(lokal[n].cpu_per_token_ms):>10.1f} | "
+              f"{rt:>16.1f} {rt / med(ref[1].agg_tps):>5.2f}x {rp95:>6.0f}ms")
+    pr, fair, big = extra["prefix_reuse"], extra["fairness"], extra["fairness_chunk512"]
     print(f"prefix reuse: long shared system prompt TTFT cold {pr['cold_ttft_s'] * 1000:.0f} ms -> warm "
           f"{pr['warm_ttft_s'] * 1000:.0f} ms ({pr['speedup']:.1f}x)")
     print(f"fairness: a ~1500-token prompt joined 3 running streams; its TTFT {fair['long_prompt_ttft_s']:.2f} s; "
-          f"runners' inter-token gap p50 {fair['runner_gap_p50_ms']:.0f} ms, max {fair['runner_gap_max_ms']:.0f} ms")
+          f"runners' inter-token gap p50 {fair['runner_gap_p50_ms']:.0f} ms, max {fair['runner_gap_max_ms']:.0f} ms "
+          f"(prompt chunks of 64; with chunks of 512: TTFT {big['long_prompt_ttft_s']:.2f} s, gap max "
+          f"{big['runner_gap_max_ms']:.0f} ms)")
     ps = extra["ps"]
     print(f"server: slots {ps['slots']}, mean batch size (last 64 steps) {ps['batch_size']}, "
           f"decode steps {ps['decode_steps']}, prefix tokens reused {ps['prefix_reused_tokens']}")

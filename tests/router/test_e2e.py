@@ -61,7 +61,7 @@ def test_model_auto_is_routed_by_the_server(server: Any) -> None:
     assert raw.headers["x-lokal-routed-model"] == "tiny-coder"
     assert raw.headers["x-lokal-intent"] == "code"
     info = (resp.model_extra or {})["lokal_router"]
-    assert info["model"] == "tiny-coder" and info["router"] == "auto"
+    assert info["model"] == "tiny-coder" and info["router"] == "auto" and resp.model == "tiny-coder"
     assert resp.usage is not None and resp.usage.completion_tokens > 0
     chunks = list(
         client.chat.completions.create(

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import EngineInfo, FinishReason, GenerationEvent, GenerationRequest, Usage
 from lokal.engines.llamacpp import MAX_CONTEXT, MIN_P, TOP_K, LlamaCppEngine, gguf_kv_bytes, import_llama_cpp
@@ -30,7 +32,9 @@ from lokal.engines.textstream import TextStream
 from lokal.errors import EngineError, InvalidRequest
 
 DEFAULT_SLOTS = 4  # CPU decode is compute-bound past a few sequences; more slots mostly add latency
-PREFILL_CHUNK = 64  # prompt tokens per step while others are generating: their pause per step stays short
+# Prompt tokens per step while others are generating: their pause per step stays short (~0.25 s for a
+# 0.5b model on 2 cores) and a long prompt still advances. docs/batching.md has the measurements.
+PREFILL_CHUNK = int(os.environ.get("LOKAL_PREFILL_CHUNK", "64"))
 N_BATCH = 512  # most tokens one llama_decode takes (prompt chunks when nobody else is generating)
 
 
@@ -150,18 +154,16 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
             model.close()
             super().load(spec, variant, path)
             return
-        # As Llama() does for the single-stream engine: half the CPUs for one-token steps (memory-bound), all of
-        # them for steps with several tokens; LOKAL_N_THREADS sets both.
-        cpus = os.cpu_count() or 1
-        threads = self._n_threads or max(1, cpus // 2)
-        threads_batch = self._n_threads or cpus
+        # One thread per physical core for every step (LOKAL_N_THREADS overrides). Llama()'s default of half the
+        # logical CPUs assumes hyper-threads; on 2 real cores it costs a third of single-stream speed (measured).
+        threads = self._n_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx_slot * slots
         cparams.n_seq_max = slots
         cparams.n_batch = self._n_batch
         cparams.n_ubatch = self._n_batch
         cparams.n_threads = threads
-        cparams.n_threads_batch = threads_batch
+        cparams.n_threads_batch = threads
         cparams.kv_unified = False  # a stream per slot: attention reads only its own cells
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the single-stream engine
         if hasattr(cparams, "n_outputs_max"):
@@ -186,7 +188,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
                 "synthetic": meta.get("lokal.synthetic") == "true",
                 "gpu_layers": gpu_layers,
                 "slots": slots,
-                "threads": threads_batch,
+                "threads": threads,
             },
         )
 

@@ -1,13 +1,14 @@
 """all-MiniLM-L6-v2 on onnxruntime, one thread: the router's per-request encoder.
 
 Why not the shared torch embedder: routing encodes one short prompt per request, where torch's thread pool
-costs more than the maths. On a busy 2-core machine a torch encode with 2 threads took ~190 ms p50 (threads
-fighting other processes), with 1 thread ~25 ms; this session with one non-spinning thread stays in the
-same range without touching torch's process-wide thread setting, which the server's embeddings share.
+costs more than the maths. On the shared 2-core dev box (load average ~5.6) a single-prompt encode took
+75 ms p50 / 730 ms p95 with torch's default 2 threads, 16 / 21 ms with 1 thread, and 8.4 / 10.9 ms here
+(benchmarks/bench_routing.py), without touching torch's process-wide thread setting, which the server's
+/v1/embeddings shares.
 
 The ONNX file is exported once from the offline MiniLM weights (needs torch, transformers and onnx) into
 ``$LOKAL_HOME/router/minilm-l6-v2.onnx``; later runs need only onnxruntime and tokenizers. Vectors match
-sentence-transformers' (mean pooling, L2-normalised) to within 1e-6 cosine.
+sentence-transformers' (mean pooling, L2-normalised): cosine > 0.9999 (tested).
 """
 
 from __future__ import annotations

@@ -183,6 +183,7 @@ class RouterHook:
     ) -> Outcome:
         if outcome.body is not None:
             body = outcome.body
+            body["model"] = cand.model  # the alias that answered; the engine's variant id stays in x-lokal-model
             body["lokal_router"] = info
             usage = body.get("usage") or {}
             text = body["choices"][0]["message"]["content"] if body.get("choices") else ""

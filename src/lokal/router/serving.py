@@ -17,7 +17,8 @@ memory, budgets and the trace. API for the server:
     Router model names: ``"auto"`` and the catalog's presets. List them in ``/v1/models``.
 ``is_router_model(name) -> bool``
 ``warm() -> bool``
-    Load MiniLM and encode the intent examples (10-15 s); call once at startup in a thread. False: rules only.
+    Load MiniLM and encode the intent examples (~2 s; 10-15 s the first time, when it is exported to ONNX);
+    call once at startup in a thread, or let the first request pay. False: no embedder, rules only.
 ``plan(name, messages, *, max_tokens=None) -> RouteDecision``
     ``decision.intent``, ``.confidence``, ``.method``, ``.escalated``, ``.reason``, ``.trace_id`` and
     ``.candidates``: ordered ``Candidate(model, upstream_model, endpoint, endpoint_name, role)``, fallbacks
@@ -41,8 +42,10 @@ memory, budgets and the trace. API for the server:
     fallbacks, cooldowns, trace. ``result.content``, ``.model`` (put it in the response's ``model`` field and
     an ``x-lokal-routed-model`` header), ``.decision``, ``.prompt_tokens``, ``.completion_tokens``.
 
-Response convention: ``model`` = the model that answered, plus ``x-lokal-router``, ``x-lokal-routed-model``,
-``x-lokal-intent`` and ``x-lokal-trace-id`` headers (:func:`response_headers`).
+Wired already: ``lokal.router.server.install(app, state)`` (loaded by ``lokal.server.extensions``) builds
+this from ``state`` and sets ``state.router``. Response convention: ``model`` = the alias that answered
+(non-streamed; streamed chunks keep the engine's id), a ``lokal_router`` field, plus ``x-lokal-router``,
+``x-lokal-routed-model``, ``x-lokal-intent`` and ``x-lokal-trace-id`` headers (:func:`response_headers`).
 """
 
 from __future__ import annotations
