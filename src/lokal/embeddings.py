@@ -43,7 +43,8 @@ class Embedder:
         self.path = path or minilm_path()
         self._model: Any = SentenceTransformer(str(self.path), device=device)
         self._lock = threading.Lock()
-        self.dim = int(self._model.get_sentence_embedding_dimension() or MINILM_DIM)
+        dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim_of() or MINILM_DIM)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Unit-length float32 vectors, shape (len(texts), dim): a dot product is the cosine similarity."""

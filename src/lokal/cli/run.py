@@ -46,7 +46,7 @@ class _Local:
         path = Cache(settings).path_for(variant) if variant.engine != "remote" else None
         if path is not None and not path.exists():
             raise ModelNotDownloaded(f"{self.spec.alias} is not downloaded. Run: lokal model download {name}")
-        self.engine = make_engine(variant, settings)
+        self.engine = make_engine(variant, settings, parallel=1)  # one user: no KV cache for spare slots
         self.engine.load(self.spec, variant, path)
 
     def stream(self, history: list[dict[str, str]], max_tokens: int | None, temperature: float) -> Iterator[str]:

@@ -26,6 +26,9 @@ def command(
     model: Annotated[
         str | None, typer.Option(envvar="LOKAL_DEFAULT_MODEL", help="Model to make ready at start.")
     ] = None,
+    parallel: Annotated[
+        int | None, typer.Option(help="Concurrent sequences per llama.cpp model (continuous batching).")
+    ] = None,
     pull: Annotated[bool, typer.Option(help="Download the default model when it is missing.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -41,6 +44,7 @@ def command(
         "LOKAL_TTL_SECONDS": str(ttl) if ttl is not None else None,
         "LOKAL_API_KEY": api_key,
         "LOKAL_CORS_ORIGINS": _json_list(cors) if cors else None,
+        "LOKAL_PARALLEL": str(parallel) if parallel else None,
     }
     for k, v in overrides.items():
         if v is not None:
