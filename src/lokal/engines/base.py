@@ -52,6 +52,24 @@ class GenerationEvent:
     error: str | None = None
 
 
+def token_budget(n_ctx: int, prompt_tokens: int, max_tokens: int | None) -> int:
+    """How many tokens may be generated; an explicit request that cannot fit is an error, as at OpenAI."""
+    from lokal.errors import ContextLengthExceeded
+
+    if max_tokens is None:
+        if prompt_tokens < n_ctx:
+            return n_ctx - prompt_tokens
+        max_tokens = 1  # falls through to the error below
+    if prompt_tokens + max_tokens > n_ctx:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="messages",
+        )
+    return max_tokens
+
+
 @dataclass(slots=True)
 class EngineInfo:
     memory_bytes: int = 0

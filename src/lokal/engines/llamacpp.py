@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, Usage
+from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
 from lokal.engines.textstream import TextStream
-from lokal.errors import ContextLengthExceeded, EngineError, EngineUnavailable, InvalidRequest
+from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
 
 INSTALL_HINT = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir llama-cpp-python==0.3.36'
@@ -141,21 +141,7 @@ class LlamaCppEngine:
         return len(self._prompt(req)[0])
 
     def budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        """How many tokens may be generated; an explicit request that cannot fit is an error, as at OpenAI."""
-        n_ctx = self.info.context_length
-        if max_tokens is None:
-            if prompt_tokens >= n_ctx:
-                max_tokens = 1  # falls through to the error below
-            else:
-                return n_ctx - prompt_tokens
-        if prompt_tokens + max_tokens > n_ctx:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-                "completion). Please reduce the length of the messages or completion.",
-                param="messages",
-            )
-        return max_tokens
+        return token_budget(self.info.context_length, prompt_tokens, max_tokens)
 
     # -- generation --------------------------------------------------------------------------------------------
     def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:

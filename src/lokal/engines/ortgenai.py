@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.engines.base import ChatMessage, EngineInfo, GenerationEvent, GenerationRequest, Usage
+from lokal.engines.base import ChatMessage, EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
 from lokal.engines.textstream import TextStream
-from lokal.errors import ContextLengthExceeded, EngineError, EngineUnavailable, InvalidRequest
+from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -289,20 +289,7 @@ class OrtGenAIEngine:
         return len(self._prompt(req))
 
     def budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        """How many tokens may be generated; an explicit request that cannot fit is an error, as at OpenAI."""
-        n_ctx = self.info.context_length
-        if max_tokens is None:
-            if prompt_tokens < n_ctx:
-                return n_ctx - prompt_tokens
-            max_tokens = 1  # falls through to the error below
-        if prompt_tokens + max_tokens > n_ctx:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-                "completion). Please reduce the length of the messages or completion.",
-                param="messages",
-            )
-        return max_tokens
+        return token_budget(self.info.context_length, prompt_tokens, max_tokens)
 
     def _params(self, req: GenerationRequest, total: int) -> Any:
         params = self._og.GeneratorParams(self._model)

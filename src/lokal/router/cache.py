@@ -16,17 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Parameters that change the answer; anything else (stream, user, ...) does not belong in the key.
-_KEY_PARAMS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "seed",
-    "response_format",
-    "presence_penalty",
-    "frequency_penalty",
-)
+from lokal.router.upstream import FORWARDED_PARAMS
+
+# The parameters that change the answer are exactly those forwarded upstream; stream, user, ... are not.
+_KEY_PARAMS = FORWARDED_PARAMS
 
 
 def cache_key(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
