@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from sse_starlette.sse import EventSourceResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
@@ -23,11 +23,25 @@ def _state(request: Request) -> AppState:
     return state
 
 
+async def _sse_frames(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """SSE framing of serialised chunks. Plain StreamingResponse rather than sse-starlette's EventSourceResponse:
+    the latter's ping/sender task group added ~10 ms to the first token (measured); Starlette still cancels this
+    generator when the client disconnects, which stops the engine at its next token."""
+    try:
+        async for data in events:
+            yield f"data: {data}\n\n"
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
 def _respond(outcome: Outcome, headers: dict[str, str] | None = None) -> Response:
     hdrs = {"x-lokal-model": outcome.model_id, **(headers or {})}
     if outcome.stream is not None:
-        # ping=None: no comment lines between tokens; some OpenAI clients choke on them.
-        return EventSourceResponse(outcome.stream, headers=hdrs, ping=3600, sep="\n")
+        return StreamingResponse(
+            _sse_frames(outcome.stream),
+            media_type="text/event-stream",
+            headers={**hdrs, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     return JSONResponse(outcome.body, headers=hdrs)
 
 
