@@ -44,3 +44,19 @@ def lokal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty LOKAL_HOME for download and catalog tests: online mode (against local servers), CPU, no hub token.
+
+    Test modules that need another kind of home define their own `home` fixture, which takes precedence."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOKAL_HOME", str(home))
+    monkeypatch.setenv("LOKAL_OFFLINE", "0")
+    monkeypatch.setenv("LOKAL_DEVICE", "cpu")
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LOKAL_HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()

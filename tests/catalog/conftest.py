@@ -12,19 +12,6 @@ from tests.catalog.fileserver import FileServer
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    home = tmp_path / "home"
-    monkeypatch.setenv("LOKAL_HOME", str(home))
-    monkeypatch.setenv("LOKAL_OFFLINE", "0")
-    monkeypatch.setenv("LOKAL_DEVICE", "cpu")
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LOKAL_HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
-
-
-@pytest.fixture
 def settings(home: Path) -> Settings:
     return get_settings()
 

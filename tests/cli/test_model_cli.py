@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -34,19 +33,6 @@ def invoke(*args: str) -> tuple[int, str]:
     result = runner.invoke(_root(), list(args))
     assert "Traceback" not in result.output, result.output
     return result.exit_code, result.output
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    home = tmp_path / "home"
-    monkeypatch.setenv("LOKAL_HOME", str(home))
-    monkeypatch.setenv("LOKAL_OFFLINE", "0")
-    monkeypatch.setenv("LOKAL_DEVICE", "cpu")
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LOKAL_HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
 
 
 def write_gguf(path: Path, context: int = 2048) -> Path:
