@@ -28,10 +28,15 @@ class Settings(BaseSettings):
     ttl_seconds: float = 600.0
     api_key: str | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # Host names the server answers besides loopback names and IP literals (DNS-rebinding guard); "*" = any.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_body_mb: float = 8.0  # request bodies above this get 413 before they are parsed
+    metrics_public: bool = False  # with an API key set, /metrics needs it too unless this is on
     queue_size: int = 32
     parallel: int | None = None  # requests decoded together per llama.cpp model; None = from context and budget
     n_threads: int | None = None
     hf_endpoint: str = "https://huggingface.co"
+    download_read_timeout: float = 30.0  # seconds without a byte before a download stops (its .part is kept)
     offline: bool = False
     device: str | None = None  # force "cpu" or "cuda"; None = detect
 

@@ -63,8 +63,11 @@ class Embedder:
         return np.asarray(vecs, dtype=np.float32)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        tok = self._model.tokenizer
-        return sum(len(tok.encode(t)) for t in texts)
+        # Under the lock too: encode() changes the shared fast tokenizer's padding/truncation state, and a count
+        # running meanwhile (the router and RAG share this instance) made it fail "Unable to create tensor".
+        with self._lock:
+            tok = self._model.tokenizer
+            return sum(len(tok.encode(t)) for t in texts)
 
 
 @lru_cache(maxsize=1)

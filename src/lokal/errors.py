@@ -65,6 +65,35 @@ class Overloaded(LokalError):
         self.retry_after = retry_after
 
 
+class Starting(Overloaded):
+    code = "starting"
+
+
+class Forbidden(LokalError):
+    """A request the server refuses by policy: a foreign Host header, a cross-site browser request."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class ModelUnloaded(LokalError):
+    """The model was unloaded (forced, or the server stopping) while this request was queued or running."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "model_unloaded"
+
+
 class EngineError(LokalError):
     status_code = 500
     error_type = "server_error"

@@ -2,7 +2,9 @@
 
 It serves bytes with Range support (or without, like some mirrors), redirects `/<repo>/resolve/<rev>/<file>`
 to a "CDN" path carrying X-Linked-Etag / X-Linked-Size the way huggingface.co does, can cut the first
-transfer of a file midway, and can trickle bytes slowly so a test can kill a downloader mid-file.
+transfer of a file midway (or every one), can trickle bytes slowly so a test can kill a downloader mid-file,
+can send a body without Content-Length that ends when the connection closes, and can stall mid-body until
+the server stops.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class Served:
     data: bytes
     range_ok: bool = True
     cut_first: int | None = None  # the first GET of this file stops after this many body bytes
+    cut: int | None = None  # every GET stops after this many body bytes (until a test sets it to None)
+    length: bool = True  # False: no Content-Length; the body ends when the server closes the connection
+    stall_after: int | None = None  # after this many body bytes, send nothing more until the server stops
     delay: float = 0.0  # seconds to sleep between 64 KiB chunks
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -47,6 +52,7 @@ class FileServer:
         self.redirects: dict[str, tuple[str, dict[str, str]]] = {}
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # releases stalled transfers
         self._httpd: ThreadingHTTPServer | None = None
 
     # -- set-up ---------------------------------------------------------------------------------------------
@@ -56,9 +62,7 @@ class FileServer:
         self.files[path] = served
         return served
 
-    def add_hub_file(
-        self, repo: str, filename: str, data: bytes, revision: str = "main", **opts: Any
-    ) -> Served:
+    def add_hub_file(self, repo: str, filename: str, data: bytes, revision: str = "main", **opts: Any) -> Served:
         """Like huggingface.co: the resolve URL answers 302 with the LFS sha256 and size, the CDN serves."""
         cdn = f"/cdn/{repo}/{filename}"
         served = self.add(cdn, data, **opts)
@@ -135,28 +139,43 @@ class FileServer:
                 for k, v in served.headers.items():
                     self.send_header(k, v)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                if served.length:
+                    self.send_header("Content-Length", str(len(body)))
+                else:  # HTTP/1.0 style: the end of the connection is the end of the body
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
-                limit = served.cut_first if first and served.cut_first is not None else len(body)
+                limit = len(body)
+                if first and served.cut_first is not None:
+                    limit = served.cut_first
+                elif served.cut is not None:
+                    limit = min(limit, served.cut)
                 try:
-                    for i in range(0, limit, CHUNK):
-                        self.wfile.write(body[i : min(i + CHUNK, limit)])
+                    sent = 0
+                    while sent < limit:
+                        if served.stall_after is not None and sent >= served.stall_after:
+                            server._stopping.wait()  # a server that stops sending but keeps the line open
+                            return
+                        n = min(CHUNK, limit - sent)
+                        if served.stall_after is not None:
+                            n = min(n, max(1, served.stall_after - sent))
+                        self.wfile.write(body[sent : sent + n])
                         self.wfile.flush()
+                        sent += n
                         if served.delay:
                             time.sleep(served.delay)
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 if limit < len(body):
-                    self.close_connection = True  # the client sees a body shorter than Content-Length
+                    self.close_connection = True  # the client sees a body shorter than it should be
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._httpd is not None
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -65,8 +65,13 @@ def test_file_names_that_escape_the_cache_are_refused(settings: Settings, tmp_pa
     for bad in ("../x.gguf", "a/../../x.gguf", "/etc/passwd", "a\\..\\x"):
         with pytest.raises(ValidationError):
             _variant(file=bad)
+    for url in ("http://h/a/..", "http://h/a/%2E%2E", "http://h/a/../b.gguf", "http://h/x/.", "file:///x.gguf"):
+        with pytest.raises(ValidationError):  # refused where the entry is parsed, so only it is skipped
+            _variant(repo=None, file=None, url=url)
+    # ... and the cache still refuses such a name should one get past validation
+    unchecked = Variant.model_construct(id="demo-q4-cpu:2", url="http://h/a/..", path=None, engine="llamacpp")
     with pytest.raises(InvalidRequest):
-        Cache(settings).path_for(_variant(repo=None, file=None, url="http://h/a/.."))
+        Cache(settings).path_for(unchecked)
 
 
 def test_symlink_out_of_the_cache_is_not_followed(settings: Settings, tmp_path: Path) -> None:

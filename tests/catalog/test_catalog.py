@@ -10,7 +10,7 @@ import yaml
 
 from lokal import hardware
 from lokal.catalog.cache import Cache
-from lokal.catalog.catalog import Catalog, CatalogError
+from lokal.catalog.catalog import Catalog, CatalogError, parse_catalog
 from lokal.catalog.download import source_url
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings, get_settings
@@ -155,40 +155,49 @@ def test_user_entries_override_builtins_and_add_new_ones(home: Path) -> None:
         catalog.resolve("qwen2.5-0.5b-instruct-q4_k_m-cpu:1")
 
 
-def test_validation_error_names_file_field_and_alias(home: Path) -> None:
+def test_invalid_entry_is_reported_with_file_field_and_alias_and_skipped(home: Path) -> None:
     path = _user_catalog(
         home, [_entry("fine", "fine-cpu:1"), _entry("broken", "broken-cpu:1", context_length="lots")]
     )
-    with pytest.raises(CatalogError) as err:
-        Catalog.load(get_settings())
-    msg = err.value.message
+    catalog = Catalog.load(get_settings())
+    assert "fine" in catalog.aliases() and "broken" not in catalog.aliases()
+    [problem] = catalog.problems
+    msg = str(problem)
     assert str(path) in msg and "models[1].context_length" in msg and "'broken'" in msg and "lots" in msg
+    assert problem.alias == "broken" and "skipped" in msg
 
 
-def test_validation_error_in_a_variant_field(home: Path) -> None:
+def test_invalid_variant_field_is_named(home: Path) -> None:
     entry = _entry("gpu", "gpu-tpu:1")
     entry["variants"][0]["device"] = "tpu"  # type: ignore[index]
-    path = _user_catalog(home, [entry])
-    with pytest.raises(CatalogError) as err:
-        Catalog.load(get_settings())
-    assert str(path) in err.value.message and "models[0].variants[0].device" in err.value.message
+    path = _user_catalog(home, [entry, _entry("other", "other-cpu:1")])
+    catalog = Catalog.load(get_settings())
+    [problem] = catalog.problems
+    assert str(path) in str(problem) and "models[0].variants[0].device" in str(problem)
+    assert catalog.get("gpu") is None and catalog.get("other") is not None
 
 
-def test_yaml_syntax_error_names_file_and_line(home: Path) -> None:
+def test_yaml_syntax_error_names_file_and_line_and_keeps_the_builtins(home: Path) -> None:
     home.mkdir(parents=True)
     (home / "catalog.yaml").write_text("models:\n  - alias: x\n    variants: [\n")
-    with pytest.raises(CatalogError) as err:
-        Catalog.load(get_settings())
-    assert str(home / "catalog.yaml") in err.value.message and "line" in err.value.message
+    catalog = Catalog.load(get_settings())
+    [problem] = catalog.problems
+    assert str(home / "catalog.yaml") in str(problem) and "line" in str(problem)
+    assert set(REQUIRED) <= set(catalog.aliases()) and all(catalog.origin(a) == "builtin" for a in REQUIRED)
+    with pytest.raises(CatalogError, match="line"):  # the built-in file is parsed strictly
+        parse_catalog("models: [\n", "built-in")
 
 
-def test_user_file_with_unsafe_alias_or_duplicate_variant_ids_is_refused(home: Path) -> None:
-    _user_catalog(home, [_entry("../evil", "evil-cpu:1")])
-    with pytest.raises(CatalogError, match=r"models\[0\]\.alias"):
-        Catalog.load(get_settings())
-    _user_catalog(home, [_entry("dup", "phi-4-mini-instruct-q4_k_m-cpu:1")])
-    with pytest.raises(CatalogError, match="already used by alias 'phi-4-mini'"):
-        Catalog.load(get_settings())
+def test_unsafe_alias_or_duplicate_variant_ids_are_skipped(home: Path) -> None:
+    _user_catalog(home, [_entry("../evil", "evil-cpu:1"), _entry("good", "good-cpu:1")])
+    catalog = Catalog.load(get_settings())
+    assert any("models[0].alias" in str(p) for p in catalog.problems) and catalog.get("good") is not None
+    _user_catalog(home, [_entry("dup", "phi-4-mini-instruct-q4_k_m-cpu:1"), _entry("good", "good-cpu:1")])
+    catalog = Catalog.load(get_settings())
+    [problem] = catalog.problems
+    assert problem.alias == "dup" and "already used by alias 'phi-4-mini'" in str(problem)
+    assert catalog.get("dup") is None and catalog.get("good") is not None
+    assert catalog.resolve("phi-4-mini-instruct-q4_k_m-cpu:1")[0].alias == "phi-4-mini"
 
 
 def test_add_and_remove_user_models_rewrite_the_file_atomically(home: Path) -> None:

@@ -41,7 +41,7 @@ def env(tmp_path: Path, tiny_gguf: Path, files: Files, foundry_bin: Path) -> Ite
 
 @pytest.fixture
 def client(env: FoundryHome) -> Iterator[TestClient]:
-    with TestClient(create_app(get_settings())) as c:
+    with TestClient(create_app(get_settings()), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -89,7 +89,7 @@ def test_alias_order_prefers_this_machines_device(client: TestClient, monkeypatc
 
     monkeypatch.setenv("LOKAL_DEVICE", "cuda")
     get_settings.cache_clear()
-    with TestClient(create_app(get_settings())) as gpu:
+    with TestClient(create_app(get_settings()), base_url="http://127.0.0.1") as gpu:
         names = [e["name"] for e in _entries(gpu) if e["alias"] == "tiny-dl"]
     assert names == [DL_GPU_ID, DL_CPU_ID]
 
@@ -97,7 +97,7 @@ def test_alias_order_prefers_this_machines_device(client: TestClient, monkeypatc
 def test_status_and_cached_models(client: TestClient, env: FoundryHome) -> None:
     status = client.get("/openai/status").json()
     assert status["modelDirPath"] == str(env.home / "models")
-    assert status["endpoints"] == ["http://testserver"]
+    assert status["endpoints"] == ["http://127.0.0.1"]
     cached = client.get("/openai/models").json()
     assert TINY_ID in cached
     assert DL_CPU_ID not in cached and BLOB_ID not in cached
@@ -162,5 +162,7 @@ def test_download_of_unknown_model_or_bad_body(client: TestClient) -> None:
     assert r.json()["success"] is False and "no-such-model" in r.json()["errorMessage"]
     r = client.post("/openai/download", json={"token": None})
     assert r.status_code == 400 and r.json()["success"] is False
-    r = client.post("/openai/download", content=b"{not json")
+    r = client.post("/openai/download", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "malformed" in r.json()["errorMessage"]
+    r = client.post("/openai/download", content=b'{"model": "no-such-model"}')  # no Content-Type: a CSRF shape
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"

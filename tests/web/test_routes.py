@@ -16,14 +16,14 @@ from lokal.web.routes import STATIC_DIR
 
 @pytest.fixture
 def client(lokal_home: Path) -> Iterator[TestClient]:
-    yield TestClient(create_app(get_settings()))
+    yield TestClient(create_app(get_settings()), base_url="http://127.0.0.1")
 
 
 @pytest.fixture
 def keyed_client(lokal_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("LOKAL_API_KEY", "sesame")
     get_settings.cache_clear()
-    yield TestClient(create_app(get_settings()))
+    yield TestClient(create_app(get_settings()), base_url="http://127.0.0.1")
 
 
 def _local_refs(html: str) -> list[str]:

@@ -7,90 +7,39 @@ version wins), then an alias (the best variant for this machine's devices).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lokal import hardware
+from lokal.catalog.cache import Cache
 from lokal.catalog.durable import atomic_write_text
+from lokal.catalog.parse import (
+    SKIPPED,
+    CatalogError,
+    Problem,
+    UserCatalog,
+    alias_of,
+    parse_catalog,
+    parse_user_catalog,
+    read_user_catalog,
+)
 from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
 from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError, ModelNotFound
 
+__all__ = ["Catalog", "CatalogError", "Problem", "builtin_specs", "parse_catalog"]
+
+log = logging.getLogger("lokal.catalog")
+
 Origin = Literal["builtin", "user"]
 BUILTIN_RESOURCE = "models.yaml"
 _PACKAGE_PREFIX = "package:"  # a variant path inside an installed Python package (the embedder)
-
-
-class CatalogError(LokalError):
-    """A catalog file is unreadable or does not match the schema; the message names file and field."""
-
-    status_code = 500
-    error_type = "server_error"
-    code = "invalid_catalog"
-
-
-class CatalogFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    models: list[ModelSpec] = []
-
-
-def _loc_to_str(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _describe(exc: ValidationError, raw: Any, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = _loc_to_str(loc) or "(top level)"
-        alias = None
-        if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and isinstance(raw, dict):
-            models = raw.get("models")
-            if isinstance(models, list) and loc[1] < len(models) and isinstance(models[loc[1]], dict):
-                alias = models[loc[1]].get("alias")
-        got = (
-            f" (got {err['input']!r})"
-            if err["type"] != "missing" and not isinstance(err["input"], dict)
-            else ""
-        )
-        lines.append(f"{where}{f' [alias {alias!r}]' if alias else ''}: {err['msg']}{got}")
-    return f"{source}: invalid catalog:\n  " + "\n  ".join(lines)
-
-
-def parse_catalog(text: str, source: str) -> list[ModelSpec]:
-    """Parse one catalog file; any problem becomes a CatalogError naming `source` and the field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise CatalogError(f"{source}:{where}: not valid YAML: {problem}") from exc
-    if raw is None:
-        return []
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{source}: expected a mapping with a 'models:' list at the top level")
-    try:
-        specs = CatalogFile.model_validate(raw).models
-    except ValidationError as exc:
-        raise CatalogError(_describe(exc, raw, source)) from exc
-    seen: dict[str, int] = {}
-    for i, spec in enumerate(specs):
-        key = spec.alias.lower()
-        if key in seen:
-            raise CatalogError(f"{source}: models[{i}].alias: {spec.alias!r} repeats models[{seen[key]}]")
-        seen[key] = i
-    return specs
 
 
 def _resolve_package_path(variant: Variant) -> Variant:
@@ -99,10 +48,11 @@ def _resolve_package_path(variant: Variant) -> Variant:
     module_name = variant.path.removeprefix(_PACKAGE_PREFIX)
     try:
         module = importlib.import_module(module_name)
-    except ImportError:
-        return variant  # not installed: the path does not exist, so the variant reads as not cached
-    getter = getattr(module, "get_model_path", None)
-    path = Path(getter()) if callable(getter) else Path(module.__file__ or "").parent
+        getter = getattr(module, "get_model_path", None)
+        path = Path(getter()) if callable(getter) else Path(module.__file__ or "").parent
+    except Exception as exc:  # noqa: BLE001 - not installed, or broken: the variant reads as not cached
+        log.debug("package path %s unavailable: %s", variant.path, exc)
+        return variant
     return variant.model_copy(update={"path": str(path)})
 
 
@@ -110,6 +60,20 @@ def _with_package_paths(spec: ModelSpec) -> ModelSpec:
     if not any(v.path and v.path.startswith(_PACKAGE_PREFIX) for v in spec.variants):
         return spec
     return spec.model_copy(update={"variants": [_resolve_package_path(v) for v in spec.variants]})
+
+
+def _unusable(spec: ModelSpec, taken: dict[str, tuple[ModelSpec, Variant]], cache: Cache) -> str | None:
+    """Why a (schema-valid) user entry cannot join the catalog, or None when it can."""
+    for variant in spec.variants:
+        other = taken.get(variant.id.lower())
+        if other is not None:
+            return f"variant id {variant.id!r} is already used by alias {other[0].alias!r}; variant ids must be unique"
+        if variant.engine != "remote" and not variant.path:
+            try:  # every listing computes this path: an entry it fails for would break them all
+                cache.managed_path(variant)
+            except LokalError as exc:
+                return exc.message
+    return None
 
 
 def builtin_specs() -> list[ModelSpec]:
@@ -124,62 +88,100 @@ _USER_HEADER = (
 
 
 class Catalog:
-    def __init__(self, settings: Settings, builtin: list[ModelSpec], user: list[ModelSpec]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        builtin: list[ModelSpec],
+        user: list[ModelSpec],
+        problems: Sequence[Problem] = (),
+    ) -> None:
         self.settings = settings
         self.devices: list[Device] = hardware.devices(settings)
         self._builtin = builtin
         self._user = user
+        self._file_problems = list(problems)
         self._merge()
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> Catalog:
+        """Built-in plus user entries. Never fails because of the user file: its problems land in `problems`."""
         settings = settings or get_settings()
-        return cls(settings, builtin_specs(), cls._read_user(settings))
-
-    @staticmethod
-    def _read_user(settings: Settings) -> list[ModelSpec]:
-        path = settings.user_catalog
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise CatalogError(f"{path}: cannot read the user catalog: {exc.strerror or exc}") from exc
-        return parse_catalog(text, str(path))
+            user = read_user_catalog(settings.user_catalog)
+        except CatalogError as exc:
+            user = UserCatalog(problems=[Problem(exc.message + "; no user entries loaded")])
+        return cls(settings, builtin_specs(), user.specs, user.problems)
+
+    def with_user(self, user: UserCatalog) -> Catalog:
+        """The same built-in entries with another user catalog (a hot reload)."""
+        return Catalog(self.settings, self._builtin, user.specs, user.problems)
+
+    @property
+    def problems(self) -> list[Problem]:
+        """What is wrong with the user catalog (entries skipped, file unreadable). `model list` and the server
+        log show these, so a bad entry is never silently missing."""
+        return [*self._file_problems, *self._merge_problems]
 
     def _merge(self) -> None:
-        user_by_alias = {s.alias.lower(): s for s in self._user}
+        """Built-ins, with user entries replacing those of the same alias and adding new ones.
+
+        Built-ins claim their variant ids first; then each user entry joins only if its ids are free and its
+        cache path can be computed (every listing computes it); otherwise it is reported and skipped, and a
+        built-in it meant to replace stays visible.
+        """
+        user_keys = {s.alias.lower() for s in self._user}
+        by_id: dict[str, tuple[ModelSpec, Variant]] = {}
+
+        def claim(spec: ModelSpec) -> None:
+            for variant in spec.variants:
+                by_id[variant.id.lower()] = (spec, variant)
+
+        for spec in self._builtin:
+            if spec.alias.lower() not in user_keys:
+                for variant in spec.variants:
+                    if variant.id.lower() in by_id:  # the packaged file's bug, not the user's
+                        raise CatalogError(
+                            f"built-in catalog: variant id {variant.id!r} of alias {spec.alias!r} is already "
+                            f"used by alias {by_id[variant.id.lower()][0].alias!r}; variant ids must be unique"
+                        )
+                claim(spec)
+        cache = Cache(self.settings)
+        problems: list[Problem] = []
+        accepted: dict[str, ModelSpec] = {}
+        for spec in self._user:
+            why = _unusable(spec, by_id, cache)
+            if why:
+                text = f"{self.settings.user_catalog}: alias {spec.alias!r}: {why}{SKIPPED}"
+                problems.append(Problem(text, spec.alias))
+                continue
+            claim(spec)
+            accepted[spec.alias.lower()] = spec
+
         merged: list[ModelSpec] = []
         origin: dict[str, Origin] = {}
         for spec in self._builtin:
             key = spec.alias.lower()
-            if key in user_by_alias:
-                merged.append(user_by_alias.pop(key))
+            if key in accepted:
+                merged.append(accepted.pop(key))
                 origin[key] = "user"
-            else:
+            elif key not in user_keys or _unusable(spec, by_id, cache) is None:
+                if key in user_keys:  # its replacement was skipped: the built-in comes back
+                    claim(spec)
                 merged.append(spec)
                 origin[key] = "builtin"
-        for key, spec in user_by_alias.items():
+        for key, spec in accepted.items():
             merged.append(spec)
             origin[key] = "user"
         merged = [_with_package_paths(s) for s in merged]
-
-        by_id: dict[str, tuple[ModelSpec, Variant]] = {}
-        for spec in merged:
-            for variant in spec.variants:
-                key = variant.id.lower()
-                if key in by_id:
-                    other = by_id[key][0].alias
-                    where = self.settings.user_catalog if origin[spec.alias.lower()] == "user" else "built-in"
-                    raise CatalogError(
-                        f"{where}: variant id {variant.id!r} of alias {spec.alias!r} is already used by "
-                        f"alias {other!r}; variant ids must be unique"
-                    )
-                by_id[key] = (spec, variant)
         self._specs = merged
         self._origin = origin
         self._by_alias = {s.alias.lower(): s for s in merged}
-        self._by_id = by_id
+        # Built from the merged specs: their variants carry resolved package paths.
+        self._by_id = {v.id.lower(): (spec, v) for spec in merged for v in spec.variants}
+        self._merge_problems = problems
+
+    def problems_for(self, alias: str) -> list[Problem]:
+        return [p for p in self.problems if p.alias and p.alias.lower() == alias.lower()]
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -238,17 +240,24 @@ class Catalog:
 
     # -- the user file -------------------------------------------------------------------------------------
 
-    def _edit_user(self, edit: Any) -> None:
+    def _edit_user(self, alias: str, edit: Callable[[list[ModelSpec]], list[ModelSpec]]) -> None:
         path = self.settings.user_catalog
         path.parent.mkdir(parents=True, exist_ok=True)
         # Two CLI calls (or the CLI and the server) editing at once must not lose each other's entries.
         with FileLock(str(path) + ".lock", timeout=30):
-            current = self._read_user(self.settings)
-            updated: list[ModelSpec] = edit(current)
-            data = {"models": [s.model_dump(mode="json", exclude_defaults=True) for s in updated]}
-            trial = Catalog(self.settings, self._builtin, updated)  # refuse edits that break the catalog
-            atomic_write_text(path, _USER_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        self._user = trial._user
+            current = read_user_catalog(path)  # unreadable as a whole: raise rather than overwrite it
+            updated = edit(current.specs)
+            # Hand-written entries that do not validate are written back as they were (the user may be fixing
+            # them), except those under the alias this edit replaces or removes.
+            kept_raw = [r for r in current.rejected if (alias_of(r) or "").lower() != alias.lower()]
+            data = {"models": [s.model_dump(mode="json", exclude_defaults=True) for s in updated] + kept_raw}
+            text = _USER_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+            fresh = self.with_user(parse_user_catalog(text, str(path)))
+            refused = fresh.problems_for(alias)
+            if refused:  # refuse edits that would leave their own entry skipped
+                raise CatalogError(refused[0].text.removesuffix(SKIPPED))
+            atomic_write_text(path, text)
+        self._user, self._file_problems = fresh._user, fresh._file_problems
         self._merge()
 
     def add_user_model(self, spec: ModelSpec) -> None:
@@ -259,7 +268,7 @@ class Catalog:
             return [*kept, spec]
 
         try:
-            self._edit_user(edit)
+            self._edit_user(spec.alias, edit)
         except CatalogError as exc:
             raise InvalidRequest(f"cannot add {spec.alias!r}: {exc.message}", param="alias") from exc
 
@@ -271,7 +280,7 @@ class Catalog:
             removed.extend(s for s in current if s.alias.lower() == alias.lower())
             return [s for s in current if s.alias.lower() != alias.lower()]
 
-        if not any(s.alias.lower() == alias.lower() for s in self._read_user(self.settings)):
+        if not any(s.alias.lower() == alias.lower() for s in read_user_catalog(self.settings.user_catalog).specs):
             return None
-        self._edit_user(edit)
+        self._edit_user(alias, edit)
         return removed[0] if removed else None

@@ -1,35 +1,41 @@
 """Fetch a variant's artifact into the cache: resumable, size- and sha256-checked, atomic.
 
 Bytes stream into `<final>.part`; a later call resumes from its size with an HTTP Range request. Only a
-complete, verified file is fsynced and renamed to the final path, so a kill -9 at any moment leaves either
-no file or a `.part` that the next download continues.
+complete, checked file (integrity.py) is fsynced and renamed to the final path, so a kill -9 at any moment
+leaves either no file or a `.part` that the next download continues. A server that stops sending for the read
+timeout ends the download with an error that keeps the `.part`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from lokal.catalog.cache import LOCK_SUFFIX, PART_SUFFIX, Cache
 from lokal.catalog.durable import fsync_dir
+from lokal.catalog.integrity import Expected, hash_file, verify
 from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
-from lokal.errors import ChecksumMismatch, DownloadError, ModelNotDownloaded
+from lokal.errors import DownloadError, ModelNotDownloaded
+
+log = logging.getLogger("lokal.catalog.download")
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None when unknown)
+Warn = Callable[[str], None]
 
-CHUNK = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 BYO_HINT = "bring your own GGUF instead with `lokal model add PATH --alias NAME`"
@@ -64,29 +70,43 @@ def _hub_token(url: str, settings: Settings, token: str | None) -> str | None:
     return get_token()
 
 
-@dataclass(slots=True)
-class _Expect:
-    size: int | None = None
-    sha256: str | None = None
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """What `fetch` made present, and how far its bytes were checked."""
+
+    path: Path
+    verified: bool  # an exact size or a sha256 matched (or the file was already there: nothing to check)
+    note: str | None = None  # when verified is False: what could not be checked, for the user to read
+    transferred: bool = False  # bytes moved in this call
 
 
-def _header_hints(resp: httpx.Response) -> _Expect:
+def _header_hints(resp: httpx.Response, expect: Expected) -> None:
     """Hugging Face puts the LFS file's sha256 and size on its redirect as X-Linked-Etag / X-Linked-Size."""
-    hints = _Expect()
     for r in [*resp.history, resp]:
         etag = r.headers.get("x-linked-etag")
         if etag:
             etag = etag.removeprefix("W/").strip('"').lower()
             if _SHA256_RE.match(etag):
-                hints.sha256 = etag
+                expect.linked_sha256 = etag
         size = r.headers.get("x-linked-size")
         if size and size.isdigit():
-            hints.size = int(size)
-    return hints
+            expect.linked_size = int(size)
 
 
 class _Restart(Exception):
     """The server's answer does not continue our `.part`: start over from byte 0."""
+
+
+class _Short(Exception):
+    """The body ended before the file did (e.g. a close-delimited body cut off): resume like a dropped line."""
+
+
+class _Overrun(Exception):
+    """The server sent more than the file may have."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 def _http_error(resp: httpx.Response, variant: Variant, url: str) -> DownloadError:
@@ -109,14 +129,10 @@ def _http_error(resp: httpx.Response, variant: Variant, url: str) -> DownloadErr
     return DownloadError(f"download of {where} failed: HTTP {status} from {url}")
 
 
-def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
-    h = hashlib.sha256()
-    n = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return h, n
+def _length(resp: httpx.Response) -> int | None:
+    """The body's length on the wire, when the server says (with an encoding it is not the file's length)."""
+    length = resp.headers.get("content-length")
+    return int(length) if length and length.isdigit() and "content-encoding" not in resp.headers else None
 
 
 class _Transfer:
@@ -126,7 +142,7 @@ class _Transfer:
         url: str,
         headers: dict[str, str],
         part: Path,
-        expect: _Expect,
+        expect: Expected,
         progress: Progress | None,
         cancel: threading.Event | None,
     ) -> None:
@@ -135,29 +151,32 @@ class _Transfer:
         self.progress, self.cancel = progress, cancel
         self.hasher: hashlib._Hash | None = None
         self.hashed = 0
-        self.server = _Expect()
+        self.transferred = False
 
     def _sync_hasher(self, offset: int) -> None:
         if self.hasher is None or self.hashed != offset:
             if offset:
-                self.hasher, self.hashed = _hash_file(self.part)
+                self.hasher, self.hashed = hash_file(self.part)
             else:
                 self.hasher, self.hashed = hashlib.sha256(), 0
 
-    def attempt(self, variant: Variant) -> bool:
-        """One request; returns True once the `.part` holds the whole file. Raises httpx errors to retry."""
+    def digest(self) -> str | None:
+        size = self.part.stat().st_size
+        return self.hasher.hexdigest() if self.hasher is not None and self.hashed == size else None
+
+    def attempt(self, variant: Variant) -> None:
+        """One request; returns once the `.part` holds every byte the server has. Raises to retry."""
         offset = self.part.stat().st_size if self.part.exists() else 0
         headers = dict(self.headers)
         if offset:
             headers["Range"] = f"bytes={offset}-"
         with self.client.stream("GET", self.url, headers=headers) as resp:
-            hints = _header_hints(resp)
-            self.server.sha256 = hints.sha256 or self.server.sha256
-            self.server.size = hints.size or self.server.size
+            _header_hints(resp, self.expect)
             if resp.status_code == 416:
                 total = resp.headers.get("content-range", "").rpartition("/")[2]
                 if offset and total.isdigit() and int(total) == offset:
-                    return True  # the .part already holds every byte
+                    self.expect.total = offset
+                    return  # the .part already holds every byte
                 raise _Restart
             if resp.status_code >= 500:  # the hub's CDN has bad moments: retry like a dropped connection
                 raise httpx.RemoteProtocolError(f"HTTP {resp.status_code}", request=resp.request)
@@ -171,35 +190,45 @@ class _Transfer:
                 mode = "ab"
             else:  # 200: the server sent the whole file (it ignored or lacks Range support)
                 offset = 0
-                length = resp.headers.get("content-length")
-                total = (
-                    int(length)
-                    if length and length.isdigit() and "content-encoding" not in resp.headers
-                    else None
-                )
+                total = _length(resp)
                 mode = "wb"
-            total = self.expect.size or self.server.size or total
+            if total is not None:
+                self.expect.total = total
+            conflict = self.expect.conflict(variant)
+            if conflict is not None:
+                raise conflict
             self._sync_hasher(offset)
             with self.part.open(mode) as fh:
-                self._copy(resp, fh, offset, total)
+                done = self._copy(resp, fh, offset)
                 fh.flush()
                 os.fsync(fh.fileno())
-        return True
+            self.transferred = True
+            length = _length(resp)
+            if length is not None and resp.num_bytes_downloaded < length:
+                raise _Short  # the body ended before its own Content-Length
+        if self.expect.too_short(done):
+            raise _Short
 
-    def _copy(self, resp: httpx.Response, fh: IO[bytes], done: int, total: int | None) -> None:
+    def _copy(self, resp: httpx.Response, fh: IO[bytes], done: int) -> int:
         assert self.hasher is not None
+        total = self.expect.want
+        limit = self.expect.limit()
         if self.progress:
             self.progress(done, total)
-        for chunk in resp.iter_bytes(CHUNK):
+        # Each piece as it arrives (not gathered into big chunks): what came before a stall is on disk.
+        for chunk in resp.iter_bytes():
             if self.cancel is not None and self.cancel.is_set():
                 fh.flush()
                 raise DownloadError("download cancelled; run it again to resume", code="download_cancelled")
+            if limit is not None and done + len(chunk) > limit:
+                raise _Overrun(done + len(chunk))
             fh.write(chunk)
             self.hasher.update(chunk)
             done += len(chunk)
             self.hashed = done
             if self.progress:
                 self.progress(done, total)
+        return done
 
 
 def download(
@@ -211,12 +240,39 @@ def download(
     cancel: threading.Event | None = None,
     client: httpx.Client | None = None,
     max_retries: int = 3,
-    timeout: float = 30.0,
+    timeout: float | None = None,
 ) -> Path:
-    """Make the variant's artifact present in the cache and return its path.
+    """`fetch`, returning only the path; a download that could not be verified is logged as a warning."""
+    return fetch(
+        variant,
+        settings,
+        token=token,
+        progress=progress,
+        cancel=cancel,
+        client=client,
+        max_retries=max_retries,
+        timeout=timeout,
+    ).path
+
+
+def fetch(
+    variant: Variant,
+    settings: Settings | None = None,
+    *,
+    token: str | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    client: httpx.Client | None = None,
+    max_retries: int = 3,
+    timeout: float | None = None,
+    warn: Warn | None = None,
+) -> Downloaded:
+    """Make the variant's artifact present in the cache; say where, and whether its bytes were verified.
 
     Retries interrupted transfers (resuming, up to `max_retries` times without progress); connection
-    failures are reported at once, since a hub that cannot be reached will not appear by retrying.
+    failures and stalls are reported at once, since a hub that cannot be reached (or has stopped sending)
+    will not appear by retrying. `timeout` is the read timeout (default: settings.download_read_timeout).
+    `warn` hears about a download that could not be verified (default: a log warning).
     """
     settings = settings or get_settings()
     cache = Cache(settings)
@@ -225,7 +281,7 @@ def download(
     if variant.path:
         path = Path(variant.path).expanduser()
         if path.exists():
-            return path
+            return Downloaded(path, verified=True)
         raise ModelNotDownloaded(
             f"variant {variant.id!r} points at {path}, which does not exist; lokal cannot download a file "
             "you brought yourself - restore it or run `lokal model add` again"
@@ -235,24 +291,46 @@ def download(
         if progress:
             size = final.stat().st_size
             progress(size, size)
-        return final
+        return Downloaded(final, verified=True)
     url = source_url(variant, settings)
     if settings.offline:
         raise DownloadError(f"offline mode (LOKAL_OFFLINE) forbids downloading {variant.id}; {BYO_HINT}")
 
     final.parent.mkdir(parents=True, exist_ok=True)
+    read_timeout = settings.download_read_timeout if timeout is None else timeout
     # One downloader per file across threads and processes (CLI and server may both be asked).
-    with FileLock(str(final) + LOCK_SUFFIX):
+    with _file_lock(final, cancel):
         if final.exists():
-            return final
+            return Downloaded(final, verified=True)
         own_client = client is None
-        http = client or httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, connect=10.0))
+        http = client or httpx.Client(follow_redirects=True, timeout=httpx.Timeout(read_timeout, connect=10.0))
         try:
-            _fetch(http, url, variant, settings, final, token, progress, cancel, max_retries)
+            result = _fetch(http, url, variant, settings, final, token, progress, cancel, max_retries)
         finally:
             if own_client:
                 http.close()
-    return final
+    if result.note:
+        (warn or log.warning)(result.note)
+    return result
+
+
+@contextmanager
+def _file_lock(final: Path, cancel: threading.Event | None) -> Iterator[None]:
+    """The per-file lock, waited for in short steps so that a cancelled download stops waiting too."""
+    lock = FileLock(str(final) + LOCK_SUFFIX)
+    while True:
+        try:
+            lock.acquire(timeout=0.25)
+            break
+        except Timeout:
+            if cancel is not None and cancel.is_set():
+                raise DownloadError(
+                    "download cancelled while another download of the same file ran", code="download_cancelled"
+                ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _fetch(
@@ -265,18 +343,21 @@ def _fetch(
     progress: Progress | None,
     cancel: threading.Event | None,
     max_retries: int,
-) -> None:
+) -> Downloaded:
     part = final.with_name(final.name + PART_SUFFIX)
     headers = {"User-Agent": "lokal", "Accept-Encoding": "identity"}
     bearer = _hub_token(url, settings, token)
     if bearer:
         headers["Authorization"] = f"Bearer {bearer}"
-    expect = _Expect(size=variant.size_bytes if variant.size_exact else None, sha256=variant.sha256)
-    transfer = _Transfer(http, url, headers, part, expect, progress, cancel)
+    transfer = _Transfer(http, url, headers, part, Expected.of(variant), progress, cancel)
+    host = urlsplit(url).netloc or url
+
+    def kept() -> int:
+        return part.stat().st_size if part.exists() else 0
 
     failures = 0
     while True:
-        before = part.stat().st_size if part.exists() else 0
+        before = kept()
         try:
             transfer.attempt(variant)
             break
@@ -284,45 +365,39 @@ def _fetch(
             part.unlink(missing_ok=True)
             transfer.hasher = None
             failures += 1
+        except _Overrun as exc:
+            part.unlink(missing_ok=True)
+            raise transfer.expect.overrun(variant, exc.size) from None
+        except DownloadError:
+            if transfer.expect.conflict(variant) is not None:  # no byte of this file can be right
+                part.unlink(missing_ok=True)
+            raise
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
-            host = urlsplit(url).netloc or url
             raise DownloadError(
                 f"cannot reach the model hub at {host} to download {variant.id} "
                 f"({exc or type(exc).__name__}); check your connection or LOKAL_HF_ENDPOINT, or {BYO_HINT}"
             ) from exc
-        except httpx.TransportError as exc:  # dropped mid-transfer, read timeout, 5xx: resume from the .part
-            after = part.stat().st_size if part.exists() else 0
-            failures = 0 if after > before else failures + 1
+        except httpx.ReadTimeout as exc:  # the server stopped sending: retrying would only wait again
+            seconds = f"{http.timeout.read:g} s" if http.timeout.read else "too long"
+            raise DownloadError(
+                f"no data for {seconds} from {host}; the partial file is kept ({kept()} bytes of "
+                f"{variant.id}), run the command again to resume",
+                code="download_stalled",
+            ) from exc
+        except (httpx.TransportError, _Short) as exc:  # dropped mid-transfer, cut body, 5xx: resume the .part
+            failures = 0 if kept() > before else failures + 1
             if failures > max_retries:
+                if isinstance(exc, _Short):
+                    raise transfer.expect.shortfall(variant, kept(), host) from None
                 raise DownloadError(
                     f"download of {variant.id} kept failing ({exc or type(exc).__name__}); "
-                    f"{after} bytes are kept in {part.name} and the next attempt resumes from there"
+                    f"{kept()} bytes are kept in {part.name} and the next attempt resumes from there"
                 ) from exc
         if failures > max_retries:
-            raise DownloadError(
-                f"download of {variant.id} failed: the server does not return the file consistently"
-            )
+            raise DownloadError(f"download of {variant.id} failed: the server does not return the file consistently")
         time.sleep(min(0.2 * 2**failures, 5.0))
 
-    _verify_and_publish(part, final, variant, transfer)
-
-
-def _verify_and_publish(part: Path, final: Path, variant: Variant, transfer: _Transfer) -> None:
-    size = part.stat().st_size
-    want_size = transfer.expect.size or transfer.server.size
-    if want_size is not None and size != want_size:
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"download of {variant.id} has {size} bytes, expected {want_size}; removed it")
-    want_sha = transfer.expect.sha256 or transfer.server.sha256
-    if want_sha is not None:
-        if transfer.hasher is None or transfer.hashed != size:
-            transfer.hasher, transfer.hashed = _hash_file(part)
-        got = transfer.hasher.hexdigest()
-        if got != want_sha:
-            part.unlink(missing_ok=True)
-            raise ChecksumMismatch(
-                f"sha256 of {variant.id} is {got}, expected {want_sha}: the download is corrupt or the file "
-                "changed upstream; removed it - run the download again"
-            )
+    verdict = verify(part, variant, transfer.expect, transfer.digest(), host)
     os.replace(part, final)
     fsync_dir(final.parent)
+    return Downloaded(final, verdict.verified, verdict.note, transferred=transfer.transferred)

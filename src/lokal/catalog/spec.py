@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,9 +18,33 @@ Task = Literal["chat-completion", "embeddings"]
 ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 
+# Hugging Face repo ids ("org/name"), as huggingface_hub.utils.validate_repo_id checks them: hf_hub_url raises
+# on anything else, and it runs on every listing.
+REPO_RE = re.compile(r"^(\b[\w\-.]+\b/)?\b[\w\-.]{1,96}\b$")
+_URL_SCHEMES = ("http", "https")
+FALLBACK_FILENAME = "model.gguf"  # a `url:` whose path ends in "/" (or has none) is stored under this name
+
+
 def is_safe_name(name: str) -> bool:
     base = name.split(":", 1)[0]
     return bool(ALIAS_RE.match(base)) and ".." not in name and "/" not in name and "\\" not in name
+
+
+def is_safe_segment(segment: str) -> bool:
+    """A name that stays one path component: not empty, not "." or "..", no separators or NUL."""
+    return segment not in ("", ".", "..") and not any(c in segment for c in "/\\\x00")
+
+
+def url_filename(url: str) -> str:
+    """The cache file name of a `url:` variant: the URL path's last segment (query and fragment dropped)."""
+    return urlsplit(url).path.rsplit("/", 1)[-1] or FALLBACK_FILENAME
+
+
+def _no_nul(value: str, what: str) -> str:
+    # A NUL byte makes every os call on the path raise ValueError: refuse it here, where the entry is named.
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain a NUL character")
+    return value
 
 
 class Variant(BaseModel):
@@ -52,10 +78,50 @@ class Variant(BaseModel):
     @classmethod
     def _safe_file(cls, v: str | None) -> str | None:
         # The file name becomes part of a cache path; a ".." segment or an absolute path would escape it.
-        if v is not None and (
-            v.startswith("/") or "\\" in v or any(p in ("", ".", "..") for p in v.split("/"))
-        ):
+        if v is not None and (v.startswith("/") or not all(is_safe_segment(p) for p in v.split("/"))):
             raise ValueError(f"file {v!r} must be a relative path inside the repo without '..' segments")
+        return v
+
+    @field_validator("repo")
+    @classmethod
+    def _valid_repo(cls, v: str | None) -> str | None:
+        if v is not None and (not REPO_RE.match(v) or ".." in v or "--" in v or v.endswith(".git")):
+            raise ValueError(f"repo {v!r} must be a Hugging Face repo id such as 'org/name'")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, v: str | None) -> str | None:
+        """Only URLs whose cache file name is safe: the check runs here so that the bad entry is skipped,
+        not every listing that later computes the variant's cache path."""
+        if v is None:
+            return v
+        _no_nul(v, "url")
+        try:
+            parts = urlsplit(v)
+            host = parts.hostname
+        except ValueError as exc:  # e.g. an unclosed "[" in the host
+            raise ValueError(f"url {v!r} is not a valid URL: {exc}") from None
+        if parts.scheme.lower() not in _URL_SCHEMES or not host:
+            raise ValueError(f"url {v!r} must be an http:// or https:// URL with a host name")
+        if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
+            raise ValueError(f"url {v!r} must not contain '.' or '..' path segments")
+        name = url_filename(v)
+        if not is_safe_segment(name) or not is_safe_segment(unquote(name)):
+            raise ValueError(f"url {v!r} does not end in a usable file name (got {name!r})")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _usable_path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        _no_nul(v, "path")
+        if v.startswith("~"):
+            try:
+                Path(v).expanduser()
+            except RuntimeError:  # "~someone/..." for a user this machine does not know
+                raise ValueError(f"path {v!r} starts with '~' but that home folder is unknown") from None
         return v
 
     @field_validator("sha256")
@@ -81,8 +147,8 @@ class Variant(BaseModel):
         if self.file:
             return self.file.rsplit("/", 1)[-1]
         if self.url:
-            return self.url.rsplit("/", 1)[-1].split("?", 1)[0] or "model.gguf"
-        return "model.gguf"
+            return url_filename(self.url)
+        return FALLBACK_FILENAME
 
 
 class ModelSpec(BaseModel):

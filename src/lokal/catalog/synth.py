@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.spec import ModelSpec, Variant
+from lokal.catalog.spec import ModelSpec, Variant, is_safe_name
 from lokal.config import Settings
-from lokal.engines.synthetic import ModelShape, shape_for, write_gguf
+from lokal.engines.synthetic import QUANTS, ModelShape, shape_for, write_gguf
+from lokal.errors import InvalidRequest
 
 SYNTH_NOTE = (
     "SYNTHETIC: random weights with the shape of {like}; for capacity planning and benchmarks. Its text is noise."
@@ -36,8 +38,42 @@ def synthesize(
     """Write the GGUF under LOKAL_HOME/models/synthetic and add it to the user catalog."""
     shape = shape or shape_for(like)
     alias = alias or f"{like}-synthetic-{quant}"
+    # Checked before writing: the alias becomes a folder name, and a bad quant would fail half-way.
+    if quant not in QUANTS:
+        raise InvalidRequest(f"quant must be one of {', '.join(QUANTS)}, not {quant!r}", param="quant")
+    if not is_safe_name(alias) or ":" in alias:
+        raise InvalidRequest(f"alias {alias!r} must be letters, digits, '.', '_', '-'", param="alias")
     path = synth_path(settings, alias, quant)
-    write_gguf(path, shape, quant, like=like, progress=progress)
+    existed = path.exists()
+    write_gguf(path, shape, quant, like=like, progress=progress)  # removes its own .part on any failure
+    try:
+        spec = _register(settings, alias, like, quant, shape, path, capabilities)
+    except BaseException:
+        # Not registered: a new file nothing points at is debris. A file that was there before belongs to an
+        # existing entry (same alias and quant, same seed: the same bytes), so it stays.
+        if not existed:
+            path.unlink(missing_ok=True)
+            _prune(path.parent, settings.models_dir)
+        raise
+    return spec
+
+
+def _prune(folder: Path, root: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (or gone): nothing to tidy
+        while folder != root and folder.is_relative_to(root):
+            folder.rmdir()
+            folder = folder.parent
+
+
+def _register(
+    settings: Settings,
+    alias: str,
+    like: str,
+    quant: str,
+    shape: ModelShape,
+    path: Path,
+    capabilities: list[str] | None,
+) -> ModelSpec:
     spec = ModelSpec(
         alias=alias,
         display_name=f"{alias} (synthetic)",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from lokal import service
+from lokal.cli import ps_rows
 from lokal.config import get_settings
 
 if TYPE_CHECKING:
@@ -189,15 +190,20 @@ def service_ps() -> None:
     if info is None:
         _fail("the model management service is not running; start it with `foundry service start`")
     with _readable_errors(), _client(info) as client:
-        models = _get(client, "/lokal/ps")["models"]
+        try:
+            models = ps_rows.models(_get(client, "/lokal/ps"))
+        except ValueError:  # not JSON: some other server, or a broken one
+            _fail(f"the service at {info.url} did not answer /lokal/ps with JSON")
     if not models:
         typer.echo("No models are loaded.")
         return
     typer.echo("Models running in service:")
     typer.echo(f"    {'Alias':<28} {'Model ID':<44} {'Memory':>10} {'TTL left':>9}")
     for m in models:
-        memory = _mb(m["memory_bytes"] / 2**20)
-        typer.echo(f"    {m['alias']:<28} {m['id']:<44} {memory:>10} {m['ttl_left']:>8.0f}s")
+        size = ps_rows.number(m.get("memory_bytes"))
+        memory = "-" if size is None else _mb(size / 2**20)
+        alias, model_id = ps_rows.text(m.get("alias")), ps_rows.text(m.get("id"))
+        typer.echo(f"    {alias:<28} {model_id:<44} {memory:>10} {ps_rows.fmt(m.get('ttl_left'), '.0f', 's'):>9}")
 
 
 # -- model -------------------------------------------------------------------------------------------------

@@ -77,6 +77,14 @@ def _settings() -> Settings:
     return get_settings()
 
 
+def load_catalog() -> Catalog:
+    """The catalog, with a yellow warning line (on stderr) for each user entry that was skipped and why."""
+    catalog = Catalog.load(_settings())
+    for problem in catalog.problems:
+        err_out().print(f"[yellow]warning:[/] {escape(str(problem))}")
+    return catalog
+
+
 def _notes(catalog: Catalog, spec: ModelSpec) -> str:
     notes = []
     if spec.synthetic:
@@ -96,7 +104,7 @@ def list_models(
 ) -> None:
     """List catalog models: alias, device, variant, task, size, license, cached?"""
     with readable_errors():
-        catalog = Catalog.load(_settings())
+        catalog = load_catalog()
         cache = Cache(catalog.settings)
         table = Table(title=f"lokal catalog (devices: {', '.join(catalog.devices)})", show_lines=False)
         for col in ("Alias", "Device", "Variant", "Task", "Size", "License", "Cached", "Notes"):
@@ -139,7 +147,7 @@ def _info(catalog: Catalog, spec: ModelSpec, variant: Variant) -> dict[str, Any]
 def info(name: Annotated[str, typer.Argument(help="Alias or variant id.")]) -> None:
     """Everything the catalog knows about a model, as JSON."""
     with readable_errors():
-        catalog = Catalog.load(_settings())
+        catalog = load_catalog()
         spec, variant = catalog.resolve(name)
         typer.echo(json.dumps(_info(catalog, spec, variant), indent=2))
 
@@ -153,10 +161,10 @@ def download_model(
     ] = None,
 ) -> None:
     """Download a model into the cache (resumes an interrupted download, verifies size and sha256)."""
-    from lokal.catalog.download import download
+    from lokal.catalog.download import fetch
 
     with readable_errors():
-        catalog = Catalog.load(_settings())
+        catalog = load_catalog()
         spec, variant = catalog.resolve(name)
         cache = Cache(catalog.settings)
         if variant.engine == "remote":
@@ -177,15 +185,18 @@ def download_model(
         try:
             with Progress(*columns, console=out(), transient=False) as bar:
                 task_id = bar.add_task(variant.id, total=variant.size_bytes)
-                path = download(
+                result = fetch(
                     variant,
                     catalog.settings,
                     token=token,
                     progress=lambda done, total: bar.update(task_id, completed=done, total=total),
+                    warn=lambda _note: None,  # printed below, once the bar is done
                 )
         except KeyboardInterrupt:
             fail("download interrupted; run the same command again to resume")
-        out().print(f"[green]downloaded[/] {spec.alias} ({variant.id}) to {path}")
+        out().print(f"[green]downloaded[/] {spec.alias} ({variant.id}) to {result.path}")
+        if not result.verified:
+            err_out().print(f"[yellow]warning:[/] verified: false - {escape(result.note or 'not checked')}")
 
 
 def _split(values: list[str] | None) -> list[str] | None:

@@ -7,9 +7,11 @@ from urllib.parse import quote
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lokal.cli import ps_rows
 from lokal.cli.model import app, err_out, fail, human_size, out, readable_errors
 from lokal.config import get_settings
 
@@ -29,7 +31,10 @@ def _call(method: str, path: str, **params: Any) -> Any:
             fail(resp.json()["error"]["message"])
         except (ValueError, KeyError, TypeError):
             fail(f"{resp.status_code}: {resp.text[:200]}")
-    return resp.json()
+    try:
+        return resp.json()
+    except ValueError:
+        fail(f"the server at {_server()} answered {path} with something that is not JSON: {resp.text[:200]!r}")
 
 
 @app.command("synth")
@@ -102,20 +107,23 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
 
         out().print_json(json.dumps(data))
         return
-    table = Table(title=f"loaded models (server RSS {human_size(data['server_rss_bytes'])})")
+    rss = ps_rows.number(data.get("server_rss_bytes") if isinstance(data, dict) else None)
+    table = Table(title=f"loaded models (server RSS {human_size(None if rss is None else int(rss))})")
     for col in ("alias", "id", "engine", "memory", "load s", "TTL left s", "queue", "slots busy"):
         table.add_column(col)
-    for m in data["models"]:
-        slots = f"{m['slots_busy']}/{m['slots']}" if "slots" in m and "slots_busy" in m else "-"
-        alias = m["alias"] + (" [yellow](synthetic)[/]" if m.get("synthetic") else "")
+    rows = ps_rows.models(data)
+    for m in rows:
+        slots = f"{ps_rows.fmt(m.get('slots_busy'))}/{ps_rows.fmt(m.get('slots'))}" if "slots" in m else "-"
+        alias = escape(ps_rows.text(m.get("alias"))) + (" [yellow](synthetic)[/]" if m.get("synthetic") else "")
+        memory = ps_rows.number(m.get("memory_bytes"))
         table.add_row(
             alias,
-            m["id"],
-            m["engine"],
-            human_size(m["memory_bytes"]),
-            f"{m['load_seconds']:.2f}",
-            f"{m['ttl_left']:.0f}",
-            str(m["queue_depth"]),
+            escape(ps_rows.text(m.get("id"))),
+            escape(ps_rows.text(m.get("engine"))),
+            human_size(None if memory is None else int(memory)),
+            ps_rows.fmt(m.get("load_seconds"), ".2f"),
+            ps_rows.fmt(m.get("ttl_left")),
+            ps_rows.fmt(m.get("queue_depth")),
             slots,
         )
-    out().print(table if data["models"] else "no models loaded")
+    out().print(table if rows else "no models loaded")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,17 @@ def command(
     memory_budget: Annotated[int | None, typer.Option(help="Memory budget for loaded models, MiB.")] = None,
     ttl: Annotated[float | None, typer.Option(help="Unload a model after this many idle seconds.")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LOKAL_API_KEY", help="Require this Bearer key.")] = None,
-    cors: Annotated[list[str] | None, typer.Option(help="Allowed CORS origin (repeatable).")] = None,
+    cors: Annotated[
+        list[str] | None, typer.Option(help="Web origin allowed to call the API from a browser (repeatable).")
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host name to answer besides localhost and IP addresses (repeatable; '*' = any).")
+    ] = None,
+    max_body_mb: Annotated[float | None, typer.Option(help="Largest request body, MiB (default 8).")] = None,
+    metrics_public: Annotated[
+        bool | None, typer.Option("--metrics-public", help="Serve /metrics without the API key.")
+    ] = None,
     model: Annotated[
         str | None, typer.Option(envvar="LOKAL_DEFAULT_MODEL", help="Model to make ready at start.")
     ] = None,
@@ -44,6 +55,9 @@ def command(
         "LOKAL_TTL_SECONDS": str(ttl) if ttl is not None else None,
         "LOKAL_API_KEY": api_key,
         "LOKAL_CORS_ORIGINS": _json_list(cors) if cors else None,
+        "LOKAL_ALLOWED_HOSTS": _json_list(allowed_host) if allowed_host else None,
+        "LOKAL_MAX_BODY_MB": str(max_body_mb) if max_body_mb else None,
+        "LOKAL_METRICS_PUBLIC": "1" if metrics_public else None,
         "LOKAL_PARALLEL": str(parallel) if parallel else None,
     }
     for k, v in overrides.items():
@@ -55,10 +69,14 @@ def command(
 
     get_settings.cache_clear()
     settings = get_settings()
-    default = prepare_default(settings, model, pull=pull, console=console)
-    app = create_app(settings)
-    app.state.lokal.extras["default_model"] = default
-    console.print(f"[bold green]lokal[/] serving on [bold]{settings.base_url}/v1[/] (LOKAL_HOME={settings.home})")
+
+    def prepare(cancel: threading.Event) -> str:
+        alias = prepare_default(settings, model, pull=pull, console=console, cancel=cancel)
+        console.print(f"[bold green]lokal[/] ready on [bold]{settings.base_url}/v1[/] (LOKAL_HOME={settings.home})")
+        return alias
+
+    app = create_app(settings, prepare=prepare)
+    console.print(f"[bold]lokal[/] starting on {settings.base_url} (/health says 503 until the default model is ready)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
 
 

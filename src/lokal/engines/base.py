@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,10 @@ from typing import Literal, Protocol, runtime_checkable
 from lokal.catalog.spec import ModelSpec, Variant
 
 FinishReason = Literal["stop", "length", "error", "cancelled"]
+# Without max_tokens a small model that loops would otherwise hold its slot to the end of the context (8k tokens
+# by default: minutes on a CPU). 4096 still fits any whole answer people ask for (a long file of code, a
+# reasoning trace); llama-server, Ollama and vLLM run to the end of the context, which is what this bounds.
+DEFAULT_MAX_TOKENS = int(os.environ.get("LOKAL_DEFAULT_MAX_TOKENS", "4096"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +40,7 @@ class GenerationRequest:
 
     messages: Sequence[ChatMessage] | None = None
     prompt: str | None = None
-    max_tokens: int | None = None  # None: up to the end of the context window
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS, or what is left of the context if less
     temperature: float = 0.8
     top_p: float = 0.95
     stop: Sequence[str] = ()
@@ -53,12 +58,15 @@ class GenerationEvent:
 
 
 def token_budget(n_ctx: int, prompt_tokens: int, max_tokens: int | None) -> int:
-    """How many tokens may be generated; an explicit request that cannot fit is an error, as at OpenAI."""
+    """How many tokens may be generated; an explicit request that cannot fit is an error, as at OpenAI.
+
+    Without max_tokens: DEFAULT_MAX_TOKENS, or the room left in the context when that is less. Every local
+    engine budgets here, so the default is the same on each."""
     from lokal.errors import ContextLengthExceeded
 
     if max_tokens is None:
         if prompt_tokens < n_ctx:
-            return n_ctx - prompt_tokens
+            return min(DEFAULT_MAX_TOKENS, n_ctx - prompt_tokens)
         max_tokens = 1  # falls through to the error below
     if prompt_tokens + max_tokens > n_ctx:
         raise ContextLengthExceeded(

@@ -11,6 +11,7 @@ from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
+from lokal.engines.chat_prompt import LlamaTokenizer, prompt_tokens
 from lokal.engines.textstream import TextStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
 
@@ -22,6 +23,35 @@ MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # KV cache grows
 # One sampling recipe for the single-stream and the batched engine, so a seed means the same thing in both.
 TOP_K = 40
 MIN_P = 0.05
+# A prompt is read in chunks sized to take about this long each, so a cancel (client gone, forced unload) is
+# seen between two chunks well within a second, on any machine and model, while chunks stay large enough that
+# reading the prompt costs about what one big decode would.
+PREFILL_SECONDS = float(os.environ.get("LOKAL_PREFILL_SECONDS", "0.25"))
+
+
+class PrefillPacer:
+    """Picks how many prompt tokens the next decode takes, from the time recent decodes took per token.
+
+    Per-token cost varies with the model, the machine, its load and the position in the context (attention
+    grows with it), so a fixed chunk is either slow to cancel on a big model or wasteful on a small one."""
+
+    def __init__(self, seconds: float = PREFILL_SECONDS, *, first: int = 64, least: int = 16, most: int = 512):
+        self.seconds = seconds
+        self.first = first
+        self.least = least
+        self.most = most
+        self._per_token: float | None = None
+
+    def size(self) -> int:
+        if self._per_token is None:
+            return min(self.first, self.most)
+        return int(max(self.least, min(self.most, self.seconds / max(self._per_token, 1e-9))))
+
+    def record(self, tokens: int, seconds: float) -> None:
+        if tokens < self.least:  # a decode of a few tokens is mostly fixed overhead: it says nothing per token
+            return
+        per = seconds / tokens
+        self._per_token = per if self._per_token is None else (self._per_token + per) / 2
 
 
 def import_llama_cpp() -> Any:
@@ -59,6 +89,7 @@ class LlamaCppEngine:
         self._bos_text = "\0"
         self._spec: ModelSpec | None = None
         self._json_grammar: Any = None
+        self._pacer = PrefillPacer()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
@@ -87,6 +118,8 @@ class LlamaCppEngine:
             context_length=n_ctx,
             extra={"synthetic": meta.get("lokal.synthetic") == "true", "gpu_layers": gpu_layers},
         )
+        if spec.task == "embeddings":
+            self.info.extra["dimensions"] = int(self._llm.n_embd())
 
     def _attach(self, spec: ModelSpec, model: Any, meta: dict[str, str]) -> None:
         """Tokenizer, metadata and chat template of a loaded model: what every mode needs to build prompts."""
@@ -129,13 +162,19 @@ class LlamaCppEngine:
             raise EngineError("model is not loaded")
         if req.messages is None:
             return model.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False), []
-        result = formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages])
+        messages = [{"role": m.role, "content": m.content} for m in req.messages]
+        result = formatter(messages=messages)
         stop = result.stop
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        text = result.prompt
-        # Templates that write the BOS text themselves must not get a second BOS token.
-        add_bos = not text.startswith(self._bos_text)
-        return model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True), stops
+        # Only the template's markup becomes control tokens; a message's "<|im_start|>" stays text.
+        tokens = prompt_tokens(
+            result.prompt,
+            messages,
+            lambda ms: str(formatter(messages=ms).prompt),
+            LlamaTokenizer(model),
+            bos_text=self._bos_text,
+        )
+        return tokens, stops
 
     def count_tokens(self, req: GenerationRequest) -> int:
         return len(self._prompt(req)[0])
@@ -160,6 +199,9 @@ class LlamaCppEngine:
         vocab = llm._model.vocab
         n_out = 0
         finish: str = "length"
+        if not self._prefill(llm, tokens, cancel):
+            yield GenerationEvent(finish_reason="cancelled", usage=Usage(len(tokens), 0))
+            return
         gen = llm.generate(
             tokens,
             top_k=TOP_K if req.temperature > 0 else 1,
@@ -194,6 +236,34 @@ class LlamaCppEngine:
         if tail:
             yield GenerationEvent(text=tail)
         yield GenerationEvent(finish_reason=finish, usage=Usage(len(tokens), n_out))  # type: ignore[arg-type]
+
+    def _prefill(self, llm: Any, tokens: list[int], cancel: threading.Event) -> bool:
+        """Read all but the last prompt token into the KV cache in paced chunks, checking `cancel` between them;
+        False when cancelled. Llama.generate would read the whole prompt in one uninterruptible call; after this
+        it finds the prompt cached but for its last token (its own prefix match), and decodes only that one."""
+        if getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+            return not cancel.is_set()  # no partial cache removal: leave the prompt to generate, as before
+        head = tokens[:-1]
+        cached = llm._input_ids  # the tokens in the cache now, from the previous request
+        keep = 0
+        for a, b in zip(cached, head, strict=False):
+            if a != b:
+                break
+            keep += 1
+        if keep == 0:
+            llm.reset()
+        else:
+            llm.n_tokens = keep  # eval removes the cache from here on before it decodes
+        pos = keep
+        while pos < len(head):
+            if cancel.is_set():
+                return False
+            chunk = head[pos : pos + self._pacer.size()]
+            t0 = time.perf_counter()
+            llm.eval(chunk)
+            self._pacer.record(len(chunk), time.perf_counter() - t0)
+            pos += len(chunk)
+        return not cancel.is_set()
 
     def _grammar(self) -> Any:
         if self._json_grammar is None:

@@ -3,10 +3,12 @@
 The context holds `slots` KV streams (n_seq_max = slots, kv_unified off), so each slot owns n_ctx/slots cells
 and one long chat cannot take cache from the others. A step is one llama_batch: the next token of every
 sequence that is generating, plus a bounded chunk of prompt for sequences still reading theirs (so a long
-prompt delays the others by one chunk, not by its whole length). One llama_decode runs them all; then each
-sequence samples from its own logits row with its own sampler chain (temperature, top_p, seed, grammar).
-Requests join and leave between steps; a slot keeps its last tokens in cache, so a later request that starts
-the same way (the same system prompt, the next turn of a chat) only decodes what is new.
+prompt delays the others by one chunk, not by its whole length). Steps are paced to about PREFILL_SECONDS even
+when one prompt has the batch to itself, so a request cancelled while its prompt is read leaves within that.
+One llama_decode runs them all; then each sequence samples from its own logits row with its own sampler chain
+(temperature, top_p, seed, grammar). Requests join and leave between steps; a slot keeps its last tokens in
+cache, so a later request that starts the same way (the same system prompt, the next turn of a chat) only
+decodes what is new.
 
 With one slot (LOKAL_PARALLEL=1, an embeddings model, or a memory budget with no room for more) this engine is
 exactly the single-stream LlamaCppEngine.
@@ -27,7 +29,15 @@ import psutil
 
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import EngineInfo, FinishReason, GenerationEvent, GenerationRequest, Usage
-from lokal.engines.llamacpp import MAX_CONTEXT, MIN_P, TOP_K, LlamaCppEngine, gguf_kv_bytes, import_llama_cpp
+from lokal.engines.llamacpp import (
+    MAX_CONTEXT,
+    MIN_P,
+    TOP_K,
+    LlamaCppEngine,
+    PrefillPacer,
+    gguf_kv_bytes,
+    import_llama_cpp,
+)
 from lokal.engines.textstream import TextStream
 from lokal.errors import EngineError, InvalidRequest
 
@@ -95,6 +105,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         self._budget = memory_budget_bytes
         self._prefill_chunk = max(1, prefill_chunk)
         self._n_batch = max(16, n_batch)
+        self._pacer = PrefillPacer(most=self._n_batch)
         self.slots = 1
         self._ctx: Any = None  # llama_cpp._internals.LlamaContext with n_seq_max = slots
         self._batch: Any = None  # llama_cpp.llama_batch
@@ -300,7 +311,8 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
             seq.logit_row = n - 1
             sampling.append(seq)
         room = self._n_batch - n
-        chunk_room = min(room, self._prefill_chunk) if decoding else room
+        paced = max(self._pacer.least, self._pacer.size() - n)  # the step's time budget; some prompt always moves
+        chunk_room = min(room, paced, self._prefill_chunk) if decoding else min(room, paced)
         prefilling = 0
         for seq in self._running:  # in arrival order: the oldest prompt is read first
             if not seq.pending or chunk_room <= 0:
@@ -317,9 +329,11 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         if n == 0:
             return []
         batch.n_tokens = n
+        t0 = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc} for a batch of {n} tokens")
+        self._pacer.record(n, time.perf_counter() - t0)
         self.steps += 1
         self.recent_batch_sizes.append(len(decoding) + prefilling)
         for seq in sampling:

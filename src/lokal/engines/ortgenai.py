@@ -19,6 +19,7 @@ from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import ChatMessage, EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
+from lokal.engines.chat_prompt import SpecialTextTokenizer, prompt_tokens
 from lokal.engines.textstream import TextStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
 
@@ -171,6 +172,7 @@ class OrtGenAIEngine:
         self._stop_ids: frozenset[int] = frozenset()
         self._eos_ids: frozenset[int] = frozenset()
         self._bos_id: int | None = None
+        self._text_tok: SpecialTextTokenizer | None = None  # chat prompts: message text tokenized as text
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
@@ -204,6 +206,7 @@ class OrtGenAIEngine:
         self._eos_ids = frozenset(int(t) for t in self._tokenizer.eos_token_ids)
         bos = int(self._tokenizer.bos_token_id)
         self._bos_id = bos if bos >= 0 else None
+        self._text_tok = SpecialTextTokenizer.from_folder(self._tokenizer.encode, folder, self._bos_id)
         self._stop_ids = self._eos_ids | self._marker_ids()
         dtype_bytes = 4 if provider == "cpu" else 2  # the model builder keeps fp32 activations on CPU only
         self.info = EngineInfo(
@@ -271,19 +274,26 @@ class OrtGenAIEngine:
     def prompt_text(self, req: GenerationRequest) -> str:
         if req.messages is None:
             return req.prompt or ""
+        return self._render([{"role": m.role, "content": m.content} for m in req.messages])
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
         if self._template is not None:
-            return self._template.render(req.messages)
-        payload = json.dumps([{"role": m.role, "content": m.content} for m in req.messages])
-        return str(self._tokenizer.apply_chat_template(payload, add_generation_prompt=True))
+            return self._template.render([ChatMessage(m["role"], m["content"]) for m in messages])
+        return str(self._tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
 
     def _prompt(self, req: GenerationRequest) -> list[int]:
-        if self._tokenizer is None:
+        if self._tokenizer is None or self._text_tok is None:
             raise EngineError("model is not loaded")
-        ids = [int(t) for t in self._tokenizer.encode(self.prompt_text(req))]
-        # Templates that write the BOS text themselves must not get a second BOS token from encode.
-        if self._bos_id is not None and len(ids) > 1 and ids[0] == ids[1] == self._bos_id:
-            ids = ids[1:]
-        return ids
+        if req.messages is None:
+            ids = [int(t) for t in self._tokenizer.encode(req.prompt or "")]
+            # A prompt that writes the BOS text itself must not get a second BOS token from encode.
+            if self._bos_id is not None and len(ids) > 1 and ids[0] == ids[1] == self._bos_id:
+                ids = ids[1:]
+            return ids
+        messages = [{"role": m.role, "content": m.content} for m in req.messages]
+        # Only the template's markup becomes special tokens; a message's "<|im_start|>" stays text.
+        tok = self._text_tok
+        return prompt_tokens(self._render(messages), messages, self._render, tok, bos_text=tok.bos_text)
 
     def count_tokens(self, req: GenerationRequest) -> int:
         return len(self._prompt(req))
@@ -301,7 +311,8 @@ class OrtGenAIEngine:
         else:
             options.update(do_sample=False)
         if req.seed is not None:
-            options["random_seed"] = req.seed
+            # GenAI takes an int32 seed and rejects anything wider; OpenAI clients send up to int64.
+            options["random_seed"] = req.seed if -(2**31) <= req.seed < 2**31 else req.seed & 0x7FFFFFFF
         params.set_search_options(**options)
         if req.json_mode:
             try:

@@ -27,7 +27,10 @@ class SentenceEngine:
         self._embedder = get_embedder() if same else Embedder(path)
         size = sum(p.stat().st_size for p in self._embedder.path.rglob("*") if p.is_file())
         self.info = EngineInfo(
-            memory_bytes=size, load_seconds=time.perf_counter() - t0, context_length=spec.context_length
+            memory_bytes=size,
+            load_seconds=time.perf_counter() - t0,
+            context_length=spec.context_length,
+            extra={"dimensions": self._embedder.dim},
         )
 
     def count_tokens(self, req: GenerationRequest) -> int:

@@ -7,12 +7,14 @@ so. The test suite's tiny model comes from this same writer, so the tests exerci
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,10 +140,33 @@ def write_gguf(
         "q8_0": gguf.GGMLQuantizationType.Q8_0,
         "q4_0": gguf.GGMLQuantizationType.Q4_0,
     }[quant]
-    rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     w = gguf.GGUFWriter(str(tmp), "llama")
+    try:
+        _write(w, qtype, shape, like, np.random.default_rng(seed), progress)
+        os.replace(tmp, path)
+    except BaseException:  # an error, Ctrl-C or a full disk: leave no half-written .part behind
+        with contextlib.suppress(Exception):
+            w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    if progress:
+        progress(shape.n_layer + 2, shape.n_layer + 2)
+    return path
+
+
+def _write(
+    w: Any,
+    qtype: Any,
+    shape: ModelShape,
+    like: str,
+    rng: np.random.Generator,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Metadata, vocabulary and random tensors into the open writer `w` (a gguf.GGUFWriter)."""
+    import gguf
+
     w.add_name(f"synthetic-{like}")
     w.add_bool(SYNTHETIC_KEY, True)
     w.add_string(SYNTHETIC_KEY + ".like", like)
@@ -212,10 +237,6 @@ def write_gguf(
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    os.replace(tmp, path)
-    if progress:
-        progress(steps, steps)
-    return path
 
 
 def is_synthetic(path: Path) -> bool:

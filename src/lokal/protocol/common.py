@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from lokal.protocol import unsupported
+from lokal.protocol.unsupported import Unsupported
 
 MAX_TOKENS_CAP = 1_000_000  # anything above is a typo, not a request
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.95
+
+
+def check_max_tokens(field: str, v: int | None) -> int | None:
+    """max_tokens and max_completion_tokens: positive, and not absurd."""
+    if v is not None and v <= 0:
+        raise ValueError(f"{field} must be a positive integer")
+    if v is not None and v > MAX_TOKENS_CAP:
+        raise ValueError(f"{field} {v} is absurd; the largest accepted value is {MAX_TOKENS_CAP}")
+    return v
 
 
 class OpenAIModel(BaseModel):
-    # Clients send fields we don't use (user, logit_bias, ...): accept and ignore rather than fail their code.
+    # Clients send fields that cannot change the answer (user, metadata, ...): accept and ignore rather than
+    # fail their code. Fields that would change it are refused by name (protocol/unsupported.py).
     model_config = ConfigDict(extra="ignore")
 
 
@@ -24,25 +41,51 @@ class ResponseFormat(OpenAIModel):
 
 
 class SamplingParams(OpenAIModel):
+    unsupported_fields: ClassVar[Mapping[str, Unsupported]] = unsupported.SAMPLING
+
     model: str = Field(min_length=1)
-    max_tokens: int | None = None
-    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens: int | None = None  # None: the engine's default (engines/base.py DEFAULT_MAX_TOKENS)
+    temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    top_p: float = Field(default=DEFAULT_TOP_P, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # OpenAI's seeds are int64
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = 1
     ignore_eos: bool = False  # vLLM/llama.cpp extension: benchmarks force a fixed output length
+    # Declared so that a request asking for them is refused by name (protocol/unsupported.py).
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    repeat_penalty: Any = None
+    repetition_penalty: Any = None
+    logit_bias: Any = None
+    top_k: Any = None
+    min_p: Any = None
 
     @field_validator("max_tokens")
     @classmethod
     def _positive(cls, v: int | None) -> int | None:
-        if v is not None and v <= 0:
-            raise ValueError("max_tokens must be a positive integer")
-        if v is not None and v > MAX_TOKENS_CAP:
-            raise ValueError(f"max_tokens {v} is absurd; the largest accepted value is {MAX_TOKENS_CAP}")
+        return check_max_tokens("max_tokens", v)
+
+    @field_validator("temperature", "top_p", "n", mode="before")
+    @classmethod
+    def _null_is_default(cls, v: Any, info: ValidationInfo) -> Any:
+        # OpenAI's schema makes these nullable; null means "the default", not a 400.
+        if v is None:
+            return {"temperature": DEFAULT_TEMPERATURE, "top_p": DEFAULT_TOP_P, "n": 1}[str(info.field_name)]
         return v
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"only n=1 (one choice per request) is supported, not {v}; send separate requests")
+        return v
+
+    @field_validator(*unsupported.FIELDS, check_fields=False)
+    @classmethod
+    def _refuse_unsupported(cls, v: Any, info: ValidationInfo) -> Any:
+        return unsupported.check(cls.unsupported_fields, info.field_name, v)
 
     @field_validator("stop")
     @classmethod

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from pydantic import field_validator
 
 from lokal.engines.base import GenerationRequest
+from lokal.protocol import unsupported
 from lokal.protocol.common import SamplingParams
+from lokal.protocol.unsupported import Unsupported
 
 
 class CompletionRequest(SamplingParams):
+    unsupported_fields: ClassVar[Mapping[str, Unsupported]] = unsupported.COMPLETIONS
+
     prompt: str | list[str]
     echo: bool = False
+    logprobs: Any = None  # declared to be refused by name (protocol/unsupported.py)
+    suffix: Any = None
+    best_of: Any = None
 
     @field_validator("prompt")
     @classmethod

@@ -15,6 +15,7 @@ class EmbeddingRequest(OpenAIModel):
     model: str = Field(min_length=1)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)  # only the model's own size is served (serving checks)
 
     @field_validator("input")
     @classmethod

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from lokal.errors import InvalidRequest
+from lokal.protocol.decode import load_json
 from lokal.rag.index import DEFAULT_COLLECTION, list_collections
 from lokal.rag.retrieve import Embedder, Mode, RetrieverCache
 
@@ -54,11 +55,7 @@ def create_router(home: Path | None = None, embedder: Embedder | None = None) ->
 
     @api.post("/v1/rag/search")
     async def search(request: Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise InvalidRequest("the request body must be a JSON object") from exc
-        req = _parse(body)
+        req = _parse(load_json(await request.body()))
 
         def run() -> dict[str, Any]:
             retriever = cache.get(req.collection)

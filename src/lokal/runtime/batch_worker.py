@@ -3,7 +3,9 @@
 The thread loops: admit waiting requests into free slots, run queued engine calls (embed, count_tokens), decode
 one step for every admitted request, hand each request its new events, free the slots of requests that ended
 or whose client left. New requests therefore join between steps, and a cancelled one frees its slot at the
-next step. Requests beyond the free slots wait in a bounded queue; when it is full the server answers 503.
+next step, whether it was generating or still reading its prompt (the engine reads prompts in chunks of bounded
+time). Requests beyond the free slots wait in a bounded queue; when it is full the server answers 503. A queued
+request or engine call whose caller left is dropped unrun; a forced unload (abort) ends them all with an error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from lokal.engines.base import Engine, GenerationEvent, GenerationRequest
-from lokal.errors import EngineError, LokalError, Overloaded
+from lokal.errors import EngineError, LokalError, ModelUnloaded, Overloaded
 from lokal.runtime.worker import DONE, ModelWorker, Worker, consume
 
 
@@ -96,6 +98,7 @@ class _Request:
 class _Call:
     fn: Callable[[], Any]
     box: _Mailbox
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class BatchWorker:
@@ -108,6 +111,7 @@ class BatchWorker:
         self._calls: deque[_Call] = deque()
         self._active: list[_Request] = []
         self._closing = False
+        self._stopped: LokalError | None = None  # set by abort/close: no new work is accepted
         self._outbox = _Outbox()  # touched by the engine thread only
         self._thread = threading.Thread(target=self._loop, name=f"lokal-batch-{name}", daemon=True)
         self._thread.start()
@@ -161,6 +165,9 @@ class BatchWorker:
 
     def _run_call(self, call: _Call) -> None:
         send = self._outbox.put
+        if call.cancel.is_set():  # its caller left while it waited
+            send(call.box, DONE)
+            return
         try:
             send(call.box, ("ok", call.fn()))
         except LokalError as exc:
@@ -215,8 +222,8 @@ class BatchWorker:
     async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         job = _Request(req, _Mailbox())
         with self._cond:
-            if self._closing:
-                raise EngineError(f"model {self.name!r} is unloading")
+            if self._stopped is not None:
+                raise self._stopped
             # Requests a free slot will take at the next step are not queued: a burst may fill every slot.
             if len(self._waiting) >= self._queue_size + max(0, self.engine.slots - len(self._active)):
                 raise self._full()
@@ -230,25 +237,45 @@ class BatchWorker:
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run any engine call (embed, count_tokens) on the engine thread, between two decode steps."""
-        box = _Mailbox()
+        call = _Call(fn, _Mailbox())
         with self._cond:
+            if self._stopped is not None:
+                raise self._stopped
             if len(self._calls) >= self._queue_size:
                 raise self._full()
-            self._calls.append(_Call(fn, box))
+            self._calls.append(call)
             self._cond.notify()
         result: Any = None
-        async for item in consume(box.queue):
-            result = item[1]
+        try:
+            async for item in consume(call.box.queue):
+                result = item[1]
+        finally:
+            call.cancel.set()
         return result
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         result: list[list[float]] = await self.call(lambda: self.engine.embed(texts))
         return result
 
+    def abort(self, error: LokalError) -> None:
+        """End every queued and admitted request and queued call with `error` now (a forced unload): their
+        callers raise it at once; the engine thread drops them at its next step. Thread-safe."""
+        with self._cond:
+            self._stopped = error
+            jobs: list[_Request | _Call] = [*self._waiting, *self._active, *self._calls]
+            for job in jobs:
+                job.cancel.set()
+            self._cond.notify()
+        for job in jobs:
+            with contextlib.suppress(RuntimeError):  # that caller's event loop is closed, and the caller with it
+                job.box.loop.call_soon_threadsafe(job.box.queue.put_nowait, error)
+
     def close(self, unload: bool = True) -> None:
-        """Finish the admitted and queued work, stop the thread, then free the engine."""
+        """Finish the admitted and queued work (none after abort), stop the thread, then free the engine."""
         with self._cond:
             self._closing = True
+            if self._stopped is None:
+                self._stopped = ModelUnloaded(f"model {self.name!r} is unloading; try again")
             self._cond.notify()
         self._thread.join(timeout=30)
         if self._thread.is_alive():  # still generating after 30 s: stop the requests rather than wait on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
 from lokal.engines.base import Engine
-from lokal.errors import InvalidRequest, ModelNotDownloaded, Overloaded
+from lokal.errors import InvalidRequest, ModelNotDownloaded, ModelUnloaded, Overloaded
 from lokal.runtime.batch_worker import make_worker
 from lokal.runtime.worker import Worker
 
@@ -57,7 +58,7 @@ class ModelManager:
         self._locate = locate
         self._make_engine = make_engine
         self._loaded: dict[str, LoadedModel] = {}  # by variant id
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}  # by variant id: one load however many ask
         self._reaper: asyncio.Task[None] | None = None
         self.on_change: Callable[[], None] = lambda: None
 
@@ -77,11 +78,14 @@ class ModelManager:
         spec, variant = self._resolve(name)
         lm = self._loaded.get(variant.id)
         if lm is None:
-            lock = self._locks.setdefault(variant.id, asyncio.Lock())
-            async with lock:  # two first requests for one model load it once
-                lm = self._loaded.get(variant.id)
-                if lm is None:
-                    lm = await self._load(spec, variant, ttl)
+            task = self._loading.get(variant.id)
+            if task is None:  # two first requests for one model load it once
+                task = asyncio.ensure_future(self._load(spec, variant, ttl))
+                self._loading[variant.id] = task
+                task.add_done_callback(functools.partial(self._load_done, variant.id))
+            # Shielded: a caller that leaves (its client disconnected) must not abandon a load half done in its
+            # thread; the model then stays loaded for the others and the next request.
+            lm = await asyncio.shield(task)
         if ttl is not None:
             lm.ttl = ttl
         lm.touch()
@@ -107,6 +111,11 @@ class ModelManager:
         log.info("loaded %s (%s) in %.2fs", spec.alias, variant.id, engine.info.load_seconds)
         self.on_change()
         return lm
+
+    def _load_done(self, variant_id: str, task: asyncio.Task[LoadedModel]) -> None:
+        self._loading.pop(variant_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed load whose callers all left is not logged as unhandled
 
     def _estimate(self, variant: Variant, path: Path | None) -> int:
         if path is None or not path.exists():
@@ -148,7 +157,15 @@ class ModelManager:
         return True
 
     async def _unload(self, lm: LoadedModel) -> None:
+        """Requests still queued or running (only a forced unload or a server stop leaves any) get an error at
+        once rather than a cut answer that looks complete; the engine stops at its next token, so this returns
+        promptly instead of after the running generation."""
         self._loaded.pop(lm.variant.id, None)
+        lm.worker.abort(
+            ModelUnloaded(
+                f"model {lm.spec.alias!r} was unloaded while this request was in flight; send it again to reload it"
+            )
+        )
         await asyncio.to_thread(lm.worker.close)
         log.info("unloaded %s", lm.spec.alias)
         self.on_change()

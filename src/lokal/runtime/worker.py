@@ -1,7 +1,9 @@
 """One engine thread per loaded model, fed by a bounded queue (engines are not thread-safe).
 
 The async server awaits events that the thread hands back through the event loop; a client that goes away sets
-the job's cancel flag, which the engine checks between tokens.
+the job's cancel flag, which the engine checks between tokens and between prompt chunks. A queued job whose flag
+is set never runs. A forced unload (abort) hands every queued and running job an error at once, so no caller
+takes a cut answer for a complete one, then lets the thread stop at the running job's next token.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lokal.engines.base import Engine, GenerationEvent, GenerationRequest
-from lokal.errors import EngineError, LokalError, Overloaded
+from lokal.errors import EngineError, LokalError, ModelUnloaded, Overloaded
 
 Emit = Callable[[Any], None]  # hands an item from the engine thread to the awaiting coroutine
 DONE = object()  # the last item of every job
@@ -38,6 +40,8 @@ class Worker(Protocol):
     async def call(self, fn: Callable[[], Any]) -> Any: ...
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def abort(self, error: LokalError) -> None: ...
 
     def close(self, unload: bool = True) -> None: ...
 
@@ -66,6 +70,9 @@ class ModelWorker:
         self.name = name
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self._busy = 0
+        self._lock = threading.Lock()  # guards _current and _stopped between the engine thread and abort/close
+        self._current: _Job | None = None
+        self._stopped: LokalError | None = None  # set by abort/close: no new job is accepted
         self._thread = threading.Thread(target=self._loop, name=f"lokal-engine-{name}", daemon=True)
         self._thread.start()
 
@@ -82,10 +89,12 @@ class ModelWorker:
             job = self._queue.get()
             if job is None:
                 return
-            if job.cancel.is_set():
-                job.emit(DONE)
-                continue
-            self._busy = 1
+            with self._lock:  # abort drains the queue under this lock: a job is either drained or current
+                if job.cancel.is_set():
+                    job.emit(DONE)
+                    continue
+                self._current = job
+                self._busy = 1
             try:
                 job.run(job.cancel, job.emit)
             except LokalError as exc:
@@ -93,7 +102,9 @@ class ModelWorker:
             except Exception as exc:  # an engine bug must not kill the thread that serves everyone else
                 job.emit(EngineError(f"{type(exc).__name__}: {exc}"))
             finally:
-                self._busy = 0
+                with self._lock:
+                    self._current = None
+                    self._busy = 0
                 job.emit(DONE)
 
     def _submit(self, run: Callable[[threading.Event, Callable[[Any], None]], None]) -> tuple[_Job, asyncio.Queue[Any]]:
@@ -104,12 +115,15 @@ class ModelWorker:
             loop.call_soon_threadsafe(out.put_nowait, item)
 
         job = _Job(run=run, emit=emit)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise Overloaded(
-                f"model {self.name!r} has {self.depth} requests queued; try again shortly", retry_after=1
-            ) from None
+        with self._lock:
+            if self._stopped is not None:
+                raise self._stopped
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise Overloaded(
+                    f"model {self.name!r} has {self.depth} requests queued; try again shortly", retry_after=1
+                ) from None
         return job, out
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[GenerationEvent]:
@@ -130,19 +144,42 @@ class ModelWorker:
         def run(cancel: threading.Event, emit: Callable[[Any], None]) -> None:
             emit(("ok", fn()))
 
-        _, out = self._submit(run)
+        job, out = self._submit(run)
         result: Any = None
-        async for item in consume(out):
-            result = item[1]
+        try:
+            async for item in consume(out):
+                result = item[1]
+        finally:
+            job.cancel.set()  # a caller that left before its turn: the call never runs
         return result
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         result: list[list[float]] = await self.call(lambda: self.engine.embed(texts))
         return result
 
+    def abort(self, error: LokalError) -> None:
+        """End every queued and running job with `error` now (a forced unload): their callers raise it at once
+        and the engine stops at its next token or prompt chunk. Thread-safe; new jobs are refused from here on."""
+        with self._lock:
+            self._stopped = error
+            jobs = [self._current] if self._current is not None else []
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    jobs.append(job)
+        for job in jobs:
+            job.cancel.set()
+            job.emit(error)  # the caller raises it and reads no further
+
     def close(self, unload: bool = True) -> None:
-        """Stop the thread after the queued work; then free the engine on that same thread's behalf."""
-        self._queue.put(None)
+        """Stop the thread after the queued work (none after abort); then free the engine."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = ModelUnloaded(f"model {self.name!r} is unloading; try again")
+        self._queue.put(None)  # never blocks for long: the thread drains the queue, and abort empties it
         self._thread.join(timeout=30)
-        if unload:
+        if unload and not self._thread.is_alive():  # a thread still inside the engine must not see it freed
             self.engine.unload()

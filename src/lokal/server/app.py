@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lokal.catalog.cache import Cache
 from lokal.catalog.live import LiveCatalog
 from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
-from lokal.errors import AuthenticationError, InvalidRequest, LokalError, Overloaded
+from lokal.errors import InvalidRequest, LokalError
 from lokal.runtime.engines import make_engine
 from lokal.runtime.manager import ModelManager
 from lokal.server.body import validation_message
+from lokal.server.front_door import FrontDoor, error_response
 from lokal.server.metrics import Metrics
 from lokal.server.routes import admin, openai
 from lokal.server.serving import Serving
@@ -28,20 +31,11 @@ from lokal.server.state import AppState
 
 log = logging.getLogger("lokal.server")
 
-# Paths that answer without an API key: liveness probes and the static playground.
-_OPEN_PATHS = ("/health", "/metrics", "/static/", "/favicon.ico")
-
-
 def locate_artifact(cache: Cache, variant: Variant) -> Path | None:
     if variant.engine == "remote":
         return None
     path = cache.path_for(variant)
     return path if path.exists() else None
-
-
-def error_response(exc: LokalError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
 def build_state(settings: Settings) -> AppState:
@@ -64,39 +58,43 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+Prepare = Callable[[threading.Event], str]  # start-up work (the default model); returns its alias
+
+
+def create_app(
+    settings: Settings | None = None, state: AppState | None = None, prepare: Prepare | None = None
+) -> FastAPI:
+    """`prepare` runs in a thread once the port is open: /health answers 503 "starting" until it is done,
+    so service managers and the Foundry SDK see a live server that is not ready yet, rather than no server."""
     settings = settings or get_settings()
     state = state or build_state(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.manager.start()
-        state.ready = True
+        cancel = threading.Event()
+        state.starting = prepare is not None
+        task = asyncio.create_task(_start(state, prepare, cancel))
         try:
             yield
         finally:
+            cancel.set()  # a default-model download in flight stops at its next chunk
+            task.cancel()
             state.ready = False
             await state.manager.close()
 
     app = FastAPI(title="lokal", version="0.1.0", lifespan=lifespan)
     app.state.lokal = state
+
+    def count(method: str, route: str, status: int) -> None:
+        state.metrics.requests.labels(route, method, str(status)).inc()
+
+    # Starlette wraps the last added middleware outermost: CORS answers preflights before the front door.
+    app.add_middleware(FrontDoor, settings=settings, is_starting=lambda: state.starting, count=count)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-
-    @app.middleware("http")
-    async def auth_and_count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        key = settings.api_key
-        if key and path != "/" and not path.startswith(_OPEN_PATHS) and request.method != "OPTIONS":
-            given = request.headers.get("authorization", "")
-            if given != f"Bearer {key}":
-                return error_response(AuthenticationError("Incorrect API key provided."))
-        response: Response = await call_next(request)
-        if path.startswith("/v1/"):
-            state.metrics.requests.labels(path, "", str(response.status_code)).inc()
-        return response
 
     @app.exception_handler(LokalError)
     async def lokal_error(_: Request, exc: LokalError) -> JSONResponse:
@@ -114,23 +112,21 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}}
         return JSONResponse(body, status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        body = {
-            "error": {
-                "message": f"internal error: {type(exc).__name__}: {exc}",
-                "type": "server_error",
-                "param": None,
-                "code": None,
-            }
-        }
-        return JSONResponse(body, status_code=500)
-
     app.include_router(openai.router)
     app.include_router(admin.router)
     _install_optional(app, state)
     return app
+
+
+async def _start(state: AppState, prepare: Prepare | None, cancel: threading.Event) -> None:
+    try:
+        if prepare is not None:
+            state.extras["default_model"] = await asyncio.to_thread(prepare, cancel)
+    except Exception:  # the server still serves whatever else is cached
+        log.exception("start-up preparation failed")
+    finally:
+        state.starting = False
+        state.ready = True
 
 
 def _install_optional(app: FastAPI, state: AppState) -> None:
@@ -140,4 +136,4 @@ def _install_optional(app: FastAPI, state: AppState) -> None:
     extensions.install(app, state)
 
 
-__all__ = ["create_app", "build_state", "validation_message"]
+__all__ = ["create_app", "build_state", "error_response", "validation_message"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from lokal.errors import InvalidRequest
+from lokal.protocol.decode import load_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,11 +22,7 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"malformed JSON in request body: {exc}", code="invalid_json") from None
+    data = load_json(await request.body())
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", code="invalid_json")
     try:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from lokal import hardware
-from lokal.catalog.download import download, source_url
+from lokal.catalog.download import Downloaded, fetch, source_url
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.errors import LokalError, ModelNotDownloaded
+from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
+from lokal.protocol.decode import load_json
 from lokal.server.body import validation_message
+from lokal.server.download_pool import DownloadPool
+from lokal.server.routes.admin import check_ttl
 from lokal.server.state import AppState
 
 log = logging.getLogger("lokal.server.foundry")
@@ -186,6 +190,8 @@ def list_entry(state: AppState, spec: ModelSpec, variant: Variant) -> dict[str, 
 
 # -- downloads ---------------------------------------------------------------------------------------------
 
+_POOL_KEY = "download_pool"
+
 
 class DownloadModel(BaseModel):
     """The SDK's `FoundryModelInfo.to_download_body()`; only the name matters (the catalog has the source)."""
@@ -206,8 +212,11 @@ class DownloadRequest(BaseModel):
         return self.model if isinstance(self.model, str) else self.model.name
 
 
-def _outcome(success: bool, message: str | None) -> str:
-    return json.dumps({"success": success, "errorMessage": message}) + "\n"
+def _outcome(success: bool, message: str | None, *, verified: bool | None = None) -> str:
+    body: dict[str, Any] = {"success": success, "errorMessage": message}
+    if verified is False:  # lokal's addition: the bytes could not be checked (the SDK ignores the field)
+        body["verified"] = False
+    return json.dumps(body) + "\n"
 
 
 def _progress_line(variant: Variant, done: int, total: int | None) -> str:
@@ -218,24 +227,54 @@ def _progress_line(variant: Variant, done: int, total: int | None) -> str:
     return f"{min(100.0, 100.0 * done / total):5.1f}% {variant.filename} {mb}\n"
 
 
+def _pool(state: AppState) -> DownloadPool:
+    """The app's download pool (install() makes it; a bare state gets one on first use)."""
+    pool = state.extras.get(_POOL_KEY)
+    if not isinstance(pool, DownloadPool):
+        pool = state.extras[_POOL_KEY] = DownloadPool()
+    return pool
+
+
 async def _download_stream(state: AppState, variant: Variant, token: str | None) -> AsyncIterator[str]:
-    """Progress lines while the blocking download runs in a thread, then one JSON line with the outcome."""
+    """Progress lines while the blocking download runs on a download thread, then one JSON outcome line.
+
+    Downloads never use asyncio's default thread pool (model loads do): see download_pool.py.
+    """
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue[tuple[int, int | None] | None] = asyncio.Queue()
+    events: asyncio.Queue[tuple[int, int | None] | str | None] = asyncio.Queue()
     cancel = threading.Event()
 
     def progress(done: int, total: int | None) -> None:
         loop.call_soon_threadsafe(events.put_nowait, (done, total))
 
-    def run() -> Path:
-        return download(variant, state.settings, token=token, progress=progress, cancel=cancel)
+    def warn(note: str) -> None:
+        log.warning("%s", note)
+        loop.call_soon_threadsafe(events.put_nowait, note)
 
-    task: asyncio.Future[Path] = asyncio.ensure_future(asyncio.to_thread(run))
+    def run() -> Downloaded:
+        if cancel.is_set():  # the client left while this waited for a slot
+            raise DownloadError("download cancelled", code="download_cancelled")
+        return fetch(variant, state.settings, token=token, progress=progress, cancel=cancel, warn=warn)
+
+    pool = _pool(state)
+    try:
+        task = pool.submit(run, cancel)
+    except RuntimeError as exc:  # shutting down
+        yield _outcome(False, str(exc))
+        return
     task.add_done_callback(lambda _: events.put_nowait(None))
     last_pct, last_at = -1.0, 0.0
     try:
         yield f"  0.0% {variant.filename} starting download of {variant.id}\n"
+        if waiting := pool.waiting():
+            yield (
+                f"  0.0% {variant.filename} waiting for a download slot ({pool.workers} run at a time, "
+                f"{waiting} waiting)\n"
+            )
         while (item := await events.get()) is not None:
+            if isinstance(item, str):
+                yield f"warning: {item}\n"
+                continue
             done, total = item
             pct = 100.0 * done / total if total else -1.0
             now = time.monotonic()
@@ -244,19 +283,20 @@ async def _download_stream(state: AppState, variant: Variant, token: str | None)
                 last_pct, last_at = pct, now
                 yield _progress_line(variant, done, total)
         try:
-            task.result()
+            result = task.result()
         except LokalError as exc:
             yield _outcome(False, exc.message)
         except Exception as exc:  # any failure must still end the stream with Foundry's outcome object
             log.exception("download of %s failed", variant.id)
             yield _outcome(False, f"{type(exc).__name__}: {exc}")
         else:
-            yield _outcome(True, None)
+            yield _outcome(True, None, verified=result.verified)
     finally:
-        # The client went away (or we are done): stop the transfer; a `.part` stays for the next attempt.
+        # The client went away (or we are done): stop the transfer, or drop it if it has not started yet;
+        # a `.part` stays for the next attempt.
         cancel.set()
         if not task.done():
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task.cancel()
 
 
 # -- routes ------------------------------------------------------------------------------------------------
@@ -311,7 +351,7 @@ async def openai_load(
     `ep` (execution provider) is accepted and ignored: the catalog variant decides the device.
     """
     if ttl is not None and ttl > 0:
-        keep: float | None = ttl
+        keep: float | None = check_ttl(ttl)  # inf or absurd: a 400, not a TTL that breaks /lokal/ps
     elif not unload:
         keep = _NO_AUTO_UNLOAD_SECONDS
     else:
@@ -345,10 +385,8 @@ async def openai_download(request: Request) -> Response:
     """
     state = _state(request)
     try:
-        body = DownloadRequest.model_validate(json.loads(await request.body()))
+        body = DownloadRequest.model_validate(load_json(await request.body()))
         _, variant = state.catalog.resolve(body.name)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return JSONResponse({"success": False, "errorMessage": f"malformed JSON: {exc}"}, status_code=400)
     except ValidationError as exc:
         message, _ = validation_message(exc)
         return JSONResponse({"success": False, "errorMessage": message}, status_code=400)
@@ -368,3 +406,16 @@ async def openai_download(request: Request) -> Response:
 
 def install(app: FastAPI, state: AppState) -> None:
     app.include_router(router)
+    pool = state.extras[_POOL_KEY] = DownloadPool()
+    # Stop downloads when the app shuts down: wrap its lifespan rather than edit the app factory's.
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as value:
+            try:
+                yield value
+            finally:
+                pool.close()
+
+    app.router.lifespan_context = lifespan

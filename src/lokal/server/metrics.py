@@ -12,7 +12,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("lokal_requests", "HTTP API requests", ["endpoint", "model", "status"], registry=r)
+        self.requests = Counter("lokal_requests", "HTTP API requests", ["endpoint", "method", "status"], registry=r)
         self.tokens = Counter("lokal_tokens", "Tokens processed", ["model", "direction"], registry=r)
         self.ttft = Histogram(
             "lokal_time_to_first_token_seconds",

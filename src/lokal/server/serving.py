@@ -1,6 +1,8 @@
 """Protocol <-> engine: turns OpenAI requests into engine requests and engine events into OpenAI responses.
 
-Errors travel as LokalError values; the app's handler turns them into OpenAI-shaped JSON.
+Errors travel as LokalError values; the app's handler turns them into OpenAI-shaped JSON (routes/openai.py
+writes them as an error frame once a stream has started). Engine work, token counts included, runs on the
+model's worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lokal.engines.base import GenerationEvent, GenerationRequest, Usage
-from lokal.errors import InvalidRequest
+from lokal.errors import EngineError, InvalidRequest
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.common import SamplingParams, new_id, now
 from lokal.protocol.completions import CompletionRequest
@@ -42,7 +44,8 @@ class Serving:
         return await self._generate("chat", body, body.to_engine(body.requested_max_tokens))  # type: ignore[arg-type]
 
     async def completion(self, body: CompletionRequest) -> Outcome:
-        return await self._generate("completion", body, body.to_engine(body.max_tokens))  # type: ignore[arg-type]
+        echo = body.prompt_text if body.echo else ""
+        return await self._generate("completion", body, body.to_engine(body.max_tokens), echo)  # type: ignore[arg-type]
 
     def _check_task(self, name: str, task: str) -> None:
         """Refuse the wrong kind of model before paying for its load."""
@@ -52,7 +55,8 @@ class Serving:
                 raise InvalidRequest(f"{spec.alias} is an embeddings model; use /v1/embeddings", param="model")
             raise InvalidRequest(f"{spec.alias} is not an embeddings model; try all-minilm-l6-v2", param="model")
 
-    async def _generate(self, kind: Kind, body: SamplingParams, req: GenerationRequest) -> Outcome:
+    async def _generate(self, kind: Kind, body: SamplingParams, req: GenerationRequest, echo: str = "") -> Outcome:
+        """`echo`: text the answer starts with (the prompt, for completions with echo=true)."""
         self._check_task(body.model, "chat-completion")
         lm = await self.manager.get(body.model)
         lm.active += 1
@@ -66,8 +70,8 @@ class Serving:
             raise
         rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
         if body.stream:
-            return Outcome(stream=self._sse(kind, rid, lm, body, first, events, t0), model_id=lm.id)
-        return Outcome(body=await self._collect(kind, rid, lm, first, events, t0), model_id=lm.id)
+            return Outcome(stream=self._sse(kind, rid, lm, body, first, events, t0, echo), model_id=lm.id)
+        return Outcome(body=await self._collect(kind, rid, lm, first, events, t0, echo), model_id=lm.id)
 
     def _done(self, lm: LoadedModel) -> None:
         lm.active -= 1
@@ -93,8 +97,9 @@ class Serving:
         first: GenerationEvent,
         events: AsyncIterator[GenerationEvent],
         t0: float,
+        echo: str,
     ) -> dict[str, Any]:
-        parts: list[str] = []
+        parts: list[str] = [echo]
         last = first
         t_first: float | None = time.perf_counter() if first.text else None
         try:
@@ -106,6 +111,7 @@ class Serving:
                 last = ev
         finally:
             self._done(lm)
+        _check_complete(last)
         usage = last.usage or Usage(0, 0)
         self._observe(lm, usage, t0, t_first)
         text = "".join(parts)
@@ -145,6 +151,7 @@ class Serving:
         first: GenerationEvent,
         events: AsyncIterator[GenerationEvent],
         t0: float,
+        echo: str,
     ) -> AsyncIterator[str]:
         created = now()
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
@@ -175,6 +182,8 @@ class Serving:
         try:
             if kind == "chat":
                 yield chunk("", None, role=True)
+            elif echo:
+                yield chunk(echo, None)
             ev: GenerationEvent | None = first
             while ev is not None:
                 if ev.text:
@@ -183,6 +192,7 @@ class Serving:
                     yield chunk(ev.text, None)
                 last = ev
                 ev = await anext(events, None)
+            _check_complete(last)
             yield chunk(None if kind == "chat" else "", _finish(last.finish_reason))
             usage = last.usage or Usage(0, 0)
             self._observe(lm, usage, t0, t_first)
@@ -206,20 +216,29 @@ class Serving:
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
         self._check_task(body.model, "embeddings")
         lm = await self.manager.get(body.model)
+        native = lm.engine.info.extra.get("dimensions")
+        if body.dimensions is not None and isinstance(native, int):
+            _check_dimensions(lm, body.dimensions, native)
+        texts, fmt, engine = body.texts, body.encoding_format, lm.engine
+
+        def embed_and_count() -> tuple[list[list[float] | str], int, int]:
+            # One job on the engine thread: the tokenizer is the engine's and is not thread-safe, and counting
+            # or encoding a big input on the event loop would stall every other request.
+            vectors = engine.embed(texts)
+            count = getattr(engine, "count_text_tokens", None)
+            tokens = int(count(texts)) if callable(count) else sum(len(t.split()) for t in texts)
+            size = len(vectors[0]) if vectors else 0
+            return [_encode(v, fmt) for v in vectors], tokens, size
+
         lm.active += 1
         try:
-            vectors = await lm.worker.embed(body.texts)
+            encoded, tokens, size = await lm.worker.call(embed_and_count)
         finally:
             self._done(lm)
-        tokens = sum(len(t.split()) for t in body.texts)
-        count = getattr(lm.engine, "count_text_tokens", None)
-        if callable(count):
-            tokens = int(count(body.texts))
+        if body.dimensions is not None and not isinstance(native, int):
+            _check_dimensions(lm, body.dimensions, size)
         self.metrics.tokens.labels(lm.spec.alias, "in").inc(tokens)
-        data = [
-            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-            for i, v in enumerate(vectors)
-        ]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)]
         return {
             "object": "list",
             "data": data,
@@ -238,8 +257,25 @@ def _encode(vec: list[float], fmt: str) -> list[float] | str:
     return base64.b64encode(np.asarray(vec, dtype=np.float32).tobytes()).decode()
 
 
+def _check_dimensions(lm: LoadedModel, asked: int, native: int) -> None:
+    """Only the model's own size: these models are not Matryoshka-trained, so a cut vector would be a bad one."""
+    if asked != native:
+        raise InvalidRequest(
+            f"{lm.spec.alias} returns {native}-dimensional embeddings; dimensions={asked} is not supported "
+            f"(send {native} or leave it out)",
+            param="dimensions",
+        )
+
+
+def _check_complete(last: GenerationEvent) -> None:
+    """A cancelled generation whose caller still listens (the worker's error was lost, or a new cancel path)
+    must not pass for a finished answer."""
+    if last.finish_reason == "cancelled":
+        raise EngineError("the generation was cancelled before it finished", code="cancelled")
+
+
 def _finish(reason: str | None) -> str:
-    # "cancelled" never reaches a client that is still listening; anything else unknown reads as a stop.
+    # "cancelled" never gets here (_check_complete); anything else unknown reads as a stop.
     return "length" if reason == "length" else "stop"
 
 

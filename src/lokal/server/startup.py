@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -16,7 +18,9 @@ from lokal.errors import LokalError
 DEFAULT_MODEL = "qwen2.5-0.5b"
 
 
-def prepare_default(settings: Settings, name: str | None, *, pull: bool, console: Console) -> str:
+def prepare_default(
+    settings: Settings, name: str | None, *, pull: bool, console: Console, cancel: threading.Event | None = None
+) -> str:
     """Return the alias `lokal serve` offers first. Never fails: the fallback is the synthetic demo model."""
     name = name or DEFAULT_MODEL
     catalog = Catalog.load(settings)
@@ -42,6 +46,7 @@ def prepare_default(settings: Settings, name: str | None, *, pull: bool, console
                     settings,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                     timeout=15.0,
+                    cancel=cancel,
                 )
             console.print(f"default model: [bold]{spec.alias}[/] (downloaded)")
             return spec.alias

@@ -43,6 +43,7 @@ class AppState:
     locate: Callable[[Variant], Path | None]
     router: RouterHook | None = None
     ready: bool = False
+    starting: bool = False  # start-up work (the default model) still running: API routes answer 503
     extras: dict[str, Any] = field(default_factory=dict)
 
     def is_cached(self, variant: Variant) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -10,9 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lokal.errors import InvalidRequest
 from lokal.server.state import AppState
 
 router = APIRouter()
+MAX_TTL_SECONDS = 365 * 24 * 3600.0
 
 
 def _state(request: Request) -> AppState:
@@ -46,6 +49,11 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _seconds(value: float) -> float | None:
+    # JSON has no infinity: a TTL set to inf elsewhere (the Foundry route) must not make /lokal/ps a 500.
+    return round(value, 1) if math.isfinite(value) else None
+
+
 def ps_payload(state: AppState) -> dict[str, Any]:
     return {
         "server_rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
@@ -58,7 +66,7 @@ def ps_payload(state: AppState) -> dict[str, Any]:
                 "synthetic": lm.spec.synthetic,
                 "memory_bytes": lm.memory_bytes,
                 "load_seconds": round(lm.engine.info.load_seconds, 4),
-                "ttl_left": round(lm.ttl_left(), 1),
+                "ttl_left": _seconds(lm.ttl_left()),
                 "queue_depth": lm.worker.depth,
                 "active": lm.active,
                 "context_length": lm.engine.info.context_length,
@@ -75,9 +83,18 @@ async def ps(request: Request) -> dict[str, Any]:
     return ps_payload(_state(request))
 
 
+def check_ttl(ttl: float | None) -> float | None:
+    """Idle seconds before unload: finite (inf and nan would break every reader of /lokal/ps), 0 to a year."""
+    if ttl is not None and not (math.isfinite(ttl) and 0 <= ttl <= MAX_TTL_SECONDS):
+        raise InvalidRequest(
+            f"ttl must be a number of seconds from 0 to {MAX_TTL_SECONDS:.0f} (a year), not {ttl}", param="ttl"
+        )
+    return ttl
+
+
 @router.post("/lokal/models/{name:path}/load")
 async def load(request: Request, name: str, ttl: float | None = None) -> dict[str, Any]:
-    lm = await _state(request).manager.get(name, ttl=ttl)
+    lm = await _state(request).manager.get(name, ttl=check_ttl(ttl))
     return {"alias": lm.spec.alias, "id": lm.id, "load_seconds": lm.engine.info.load_seconds}
 
 

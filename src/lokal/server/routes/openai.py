@@ -1,13 +1,22 @@
-"""The OpenAI-compatible endpoints under /v1. Thin: parse, hand to serving, frame the answer."""
+"""The OpenAI-compatible endpoints under /v1. Thin: parse, hand to serving, frame the answer.
+
+Every request runs under a disconnect watch: until its answer starts (while it waits in the queue, while the
+engine reads its prompt and, for an answer sent whole, during all of its generation) a client that leaves
+cancels it. Once a stream has started, Starlette's StreamingResponse watches instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from lokal.errors import EngineError, LokalError
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
@@ -15,7 +24,10 @@ from lokal.server.body import parse_body
 from lokal.server.serving import Outcome
 from lokal.server.state import AppState
 
+log = logging.getLogger("lokal.server")
 router = APIRouter()
+T = TypeVar("T")
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, but logs and metrics say what happened
 
 
 def _state(request: Request) -> AppState:
@@ -23,13 +35,61 @@ def _state(request: Request) -> AppState:
     return state
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone: after parse_body read the body, the only message left on the ASGI
+    receive channel is http.disconnect (listening there is immediate; polling is_disconnected() is not)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None when the client disconnected first. Then `work` is cancelled: the cancellation
+    reaches the worker's event generator, which sets the job's cancel flag, so a queued job never runs and a
+    running one stops at its next token or prompt chunk."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the handler itself is cancelled (the server is stopping)
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+        if task.cancelled() or task.exception() is not None:
+            return None
+    elif not gone.done() or gone.cancelled():
+        return task.result()  # raises the work's error, which the app's handler answers
+    await _discard(task.result())  # finished as the client left: a primed stream must still be closed
+    return None
+
+
+async def _discard(result: object) -> None:
+    outcome = result[0] if isinstance(result, tuple) else result
+    if isinstance(outcome, Outcome) and outcome.stream is not None:
+        await outcome.stream.aclose()  # type: ignore[attr-defined]
+
+
+def _error_frame(exc: LokalError) -> str:
+    return f"data: {json.dumps(exc.to_dict())}\n\n"
+
+
 async def _sse_frames(events: AsyncIterator[str]) -> AsyncIterator[str]:
     """SSE framing of serialised chunks. Plain StreamingResponse rather than sse-starlette's EventSourceResponse:
     the latter's ping/sender task group added ~10 ms to the first token (measured); Starlette still cancels this
-    generator when the client disconnects, which stops the engine at its next token."""
+    generator when the client disconnects, which stops the engine at its next token. A failure after the first
+    byte (the status line is long gone) ends the stream with one OpenAI-shaped error frame and no [DONE], which
+    the openai SDK raises as an APIError and the playground shows."""
     try:
         async for data in events:
             yield f"data: {data}\n\n"
+    except LokalError as exc:
+        yield _error_frame(exc)
+    except Exception as exc:
+        log.exception("stream failed after it started")
+        yield _error_frame(EngineError(f"internal error: {type(exc).__name__}: {exc}"))
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
@@ -60,18 +120,24 @@ async def chat_completions(request: Request) -> Response:
     state = _state(request)
     body = await parse_body(request, ChatCompletionRequest)
     if state.router is not None and state.router.handles(body.model):
-        outcome, headers = await state.router.chat(body)
-        return _respond(outcome, headers)
-    return _respond(await state.serving.chat(body))
+        routed = await _unless_gone(request, state.router.chat(body))
+        return Response(status_code=CLIENT_GONE) if routed is None else _respond(*routed)
+    outcome = await _unless_gone(request, state.serving.chat(body))
+    return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     body = await parse_body(request, CompletionRequest)
-    return _respond(await _state(request).serving.completion(body))
+    outcome = await _unless_gone(request, _state(request).serving.completion(body))
+    return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
 
 
 @router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     body = await parse_body(request, EmbeddingRequest)
-    return JSONResponse(await _state(request).serving.embeddings(body))
+    result = await _unless_gone(request, _state(request).serving.embeddings(body))
+    if result is None:
+        return Response(status_code=CLIENT_GONE)
+    # Thousands of vectors take a while to serialise: off the event loop, like the work that made them.
+    return await asyncio.to_thread(JSONResponse, result)
