@@ -79,3 +79,21 @@ def test_compare_tiny_and_tiny_coder(lokal_server: LokalServer) -> None:
     blended = sum(h.total_s or 0.0 for h in res.hybrid)
     assert res.costs["hybrid"].device_seconds == pytest.approx(blended)  # draft + refine device time
     assert res.costs["hybrid"].requests == 2
+
+
+def test_bench_client_falls_back_when_logprobs_are_refused(lokal_server: LokalServer) -> None:
+    import asyncio
+
+    from lokal.bench.client import BenchClient, RequestParams
+
+    prompt = load_prompts(None)[0]
+
+    async def go() -> tuple[bool, list[bool], list[float | None]]:
+        async with BenchClient(lokal_server.base_url) as client:
+            params = RequestParams(max_tokens=4, logprobs=True)
+            recs = [await client.chat("tiny", prompt, params) for _ in range(2)]
+            return client.logprobs_refused, [r.ok for r in recs], [r.mean_logprob for r in recs]
+
+    refused, oks, means = asyncio.run(go())
+    assert refused  # lokal says 400 for logprobs it cannot compute yet, rather than a silent null
+    assert oks == [True, True] and means == [None, None]

@@ -42,7 +42,12 @@ def _server(mode: str, slow: Path, tiny: Path, factory: pytest.TempPathFactory) 
     home = factory.mktemp(f"cancel-{mode}")
     write_catalog(home, [tiny_entry("slow", slow, ["general"], context_length=4096),
                          tiny_entry("tiny", tiny, ["general"])])
-    return LokalServer(home, args=["--parallel", str(SLOTS[mode])])
+    # One compute thread (llama.cpp, and torch for MiniLM): with threads = cores they wait for each other at
+    # every op, and while other processes hold a core (tests running in parallel) a 16-token chunk took 2.3 s
+    # instead of 10 ms and one MiniLM embedding 0.55 s instead of 0.08 s (measured): that would time the
+    # machine, not lokal's cancellation.
+    env = {"LOKAL_N_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return LokalServer(home, env=env, args=["--parallel", str(SLOTS[mode])])
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +105,7 @@ def _seconds_until_idle(server: LokalServer, limit: float = FREE_WITHIN) -> floa
             break
         time.sleep(0.02)
     took = time.monotonic() - t0
+    print(f"FREED {took:.3f}s", flush=True)
     assert took <= limit, f"engine busy {took:.2f} s after the client left (limit {limit} s): {model}"
     return took
 
@@ -146,12 +152,12 @@ def test_request_abandoned_while_its_prompt_is_read_stops(srv: LokalServer, stre
 def test_queued_requests_whose_clients_left_never_run(srv: LokalServer, mode: str) -> None:
     slots = SLOTS[mode]
     with contextlib.ExitStack() as running:
+        readers = []  # kept: a line iterator that is garbage-collected closes its connection
         for i in range(slots):  # every slot busy with a long stream
             resp = running.enter_context(httpx.stream(
                 "POST", srv.base_url + "/chat/completions", json=_body(f"run {i}", 3000, True), timeout=30))
-            lines = resp.iter_lines()
-            assert next(lines).startswith("data:")
-            running.callback(lines.close)
+            readers.append(resp.iter_lines())
+            assert next(readers[-1]).startswith("data:")
         _wait_busy(srv, active=slots, slots_busy=slots)
         with cf.ThreadPoolExecutor(3) as pool:  # queued behind them, then gone
             calls = [pool.submit(_chat, srv, f"queued {i}", 3000, 0.5) for i in range(3)]

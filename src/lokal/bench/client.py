@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,6 +88,9 @@ class BenchClient:
         self._url = f"{self.endpoint}/chat/completions"
         self.timeout_s = timeout_s
         self._count = tokenizer
+        # Set once the endpoint refused `logprobs` (lokal does until it computes them): later requests drop the
+        # field, and callers can say "the endpoint gives no logprobs" instead of never firing a confidence rule.
+        self.logprobs_refused = False
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
@@ -146,9 +149,16 @@ class BenchClient:
             start_s=t_start - (t0 if t0 is not None else t_start),
         )
         parts: list[str] = []
+        if params.logprobs and self.logprobs_refused:
+            params = replace(params, logprobs=False)
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._exchange(rec, model, prompt, params, t_start, parts)
+                if params.logprobs and rec.error_kind == "http_400" and "logprobs" in (rec.error or ""):
+                    self.logprobs_refused = True
+                    params = replace(params, logprobs=False)
+                    rec.status_code, rec.error_kind, rec.error = None, None, None
+                    await self._exchange(rec, model, prompt, params, t_start, parts)
         except TimeoutError:
             rec.ok, rec.error_kind, rec.error = (
                 False,

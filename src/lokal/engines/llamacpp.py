@@ -104,6 +104,7 @@ class LlamaCppEngine:
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=self._n_threads,
+                n_threads_batch=self._n_threads,  # prompt reading too (None: llama-cpp-python's default)
                 n_gpu_layers=gpu_layers,
                 embedding=spec.task == "embeddings",
                 verbose=False,

@@ -9,6 +9,7 @@ takes a cut answer for a complete one, then lets the thread stop at the running 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -57,7 +58,7 @@ async def consume(out: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)  # found in the queue by identity
 class _Job:
     run: Callable[[threading.Event, Emit], None]
     emit: Emit
@@ -112,7 +113,8 @@ class ModelWorker:
         out: asyncio.Queue[Any] = asyncio.Queue()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(out.put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the caller's event loop is closed: nobody is listening
+                loop.call_soon_threadsafe(out.put_nowait, item)
 
         job = _Job(run=run, emit=emit)
         with self._lock:
@@ -137,6 +139,7 @@ class ModelWorker:
                 yield item
         finally:
             job.cancel.set()  # client gone or finished: the engine stops at its next token
+            self._forget(job)
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run any engine call (embed, count_tokens) on the engine thread, in queue order."""
@@ -151,7 +154,19 @@ class ModelWorker:
                 result = item[1]
         finally:
             job.cancel.set()  # a caller that left before its turn: the call never runs
+            self._forget(job)
         return result
+
+    def _forget(self, job: _Job) -> None:
+        """Take a job whose caller left out of the queue now, so that the queue bound (503), `waiting` and
+        `depth` count only requests someone still waits for. The engine thread skips it anyway if it got it."""
+        q = self._queue
+        with q.mutex:  # queue.Queue's own lock over its deque
+            try:
+                q.queue.remove(job)
+            except ValueError:  # already taken by the engine thread
+                return
+            q.not_full.notify()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         result: list[list[float]] = await self.call(lambda: self.engine.embed(texts))
