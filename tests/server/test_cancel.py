@@ -105,7 +105,6 @@ def _seconds_until_idle(server: LokalServer, limit: float = FREE_WITHIN) -> floa
             break
         time.sleep(0.02)
     took = time.monotonic() - t0
-    print(f"FREED {took:.3f}s", flush=True)
     assert took <= limit, f"engine busy {took:.2f} s after the client left (limit {limit} s): {model}"
     return took
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ FinishReason = Literal["stop", "length", "error", "cancelled"]
 # Without max_tokens a small model that loops would otherwise hold its slot to the end of the context (8k tokens
 # by default: minutes on a CPU). 4096 still fits any whole answer people ask for (a long file of code, a
 # reasoning trace); llama-server, Ollama and vLLM run to the end of the context, which is what this bounds.
-DEFAULT_MAX_TOKENS = int(os.environ.get("LOKAL_DEFAULT_MAX_TOKENS", "4096"))
+DEFAULT_MAX_TOKENS = 4096  # a client that wants more says so with max_tokens
 
 
 @dataclass(frozen=True, slots=True)
