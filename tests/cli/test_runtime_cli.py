@@ -134,6 +134,13 @@ def test_models_added_while_serving_appear_without_restart(
             json={"model": "late-arrival", "messages": [{"role": "user", "content": "x"}], "max_tokens": 3},
         )
         assert r.status_code == 200, r.text
-        (tmp_path / "catalog.yaml").write_text("models: [ {alias: broken} ]\n")  # invalid: no variants
+        good = (tmp_path / "catalog.yaml").read_text()
+        (tmp_path / "catalog.yaml").write_text("models: [ {alias: broken\n")  # a YAML syntax error
         assert httpx.get(srv.base_url + "/models").status_code == 200  # last good catalog kept
         assert "late-arrival" in [m["id"] for m in httpx.get(srv.base_url + "/models").json()["data"]]
+        # one bad entry beside good ones: it is skipped, the others stay
+        (tmp_path / "catalog.yaml").write_text(good.replace("models:\n", "models:\n- {alias: broken}\n", 1))
+        listed = httpx.get(srv.base_url + "/models")
+        assert listed.status_code == 200
+        ids = [m["id"] for m in listed.json()["data"]]
+        assert "late-arrival" in ids and "broken" not in ids
