@@ -140,7 +140,8 @@ def test_non_streaming_measures_end_to_end_only(scripted: Factory) -> None:
         for r, w in zip(step.records, srv.stats.writes, strict=True)
         if r.e2e_s is not None
     ]
-    assert min(dev) > 0 and float(np.median(dev)) < 4 * MS
+    # 8 ms: the body is JSON-parsed after the last write; on a loaded 2-core machine 4 ms flaked (4.6 ms seen)
+    assert min(dev) > 0 and float(np.median(dev)) < 8 * MS
     assert "stream_options" not in srv.stats.bodies[0]
     assert {r.completion_tokens for r in res.models[0].records} == {5}
 
