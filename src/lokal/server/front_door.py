@@ -77,7 +77,6 @@ def host_allowed(host: str, allowed: set[str]) -> bool:
 
 def allowed_hosts(settings: Settings) -> set[str]:
     names = {split_host(h).rstrip(".") for h in settings.allowed_hosts}
-    names |= {"*"} & set(settings.allowed_hosts)
     bound = split_host(settings.host)
     if bound and bound not in {"0.0.0.0", "::"}:
         names.add(bound)
