@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from lokal.catalog.spec import ModelSpec, Variant
 
-FinishReason = Literal["stop", "length", "error", "cancelled"]
+FinishReason = Literal["stop", "length", "error", "cancelled", "tool_calls"]
 # Without max_tokens a small model that loops would otherwise hold its slot to the end of the context (8k tokens
 # by default: minutes on a CPU). 4096 still fits any whole answer people ask for (a long file of code, a
 # reasoning trace); llama-server, Ollama and vLLM run to the end of the context, which is what this bounds.
@@ -28,9 +28,49 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One complete function call: in an assistant message sent back to the model, or parsed out of its answer."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: id and name come once (first piece of an index), then argument text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str
+    role: str  # system, user, assistant, tool
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant turns that called tools
+    tool_call_id: str | None = None  # tool turns: which call this is the result of
+    name: str | None = None  # tool turns: the function's name (some templates print it)
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The sampled token's log probability under the model (the logits the sampler saw, before temperature and
+    truncation), and the `top` most likely alternatives."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +86,16 @@ class GenerationRequest:
     seed: int | None = None
     json_mode: bool = False
     ignore_eos: bool = False  # benchmarks force a fixed output length
+    top_k: int | None = None  # None: the engine's default (40 on llama.cpp)
+    min_p: float | None = None  # None: the engine's default (0.05 on llama.cpp)
+    repeat_penalty: float = 1.0  # llama.cpp's multiplicative penalty over the last 64 tokens; 1 = off
+    presence_penalty: float = 0.0  # OpenAI's additive penalties, -2..2
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)  # token id -> bias added to its logit, -100..100
+    logprobs: int | None = None  # None: off; 0-20: each sampled token's logprob and this many alternatives
+    grammar: str | None = None  # GBNF the output must match (json_schema, forced tool calls); beats json_mode
+    grammar_triggers: Sequence[str] = ()  # lazy grammar: free text until one of these appears, then `grammar`
+    tools: Sequence[Mapping[str, Any]] = ()  # OpenAI function tools, rendered into the chat template
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +104,11 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+    # One entry per generated token whose text starts in `text` (asked for with GenerationRequest.logprobs).
+    logprobs: tuple[TokenLogprob, ...] = ()
+    # Engines whose upstream already parses tool calls (remote) send them here; local engines send the model's
+    # raw text and serving parses the calls out of it (lokal.toolcalls).
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 def token_budget(n_ctx: int, prompt_tokens: int, max_tokens: int | None) -> int:

@@ -116,3 +116,19 @@ def new_id(prefix: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A response object as the JSON dict a client receives: from a pydantic model, serialised JSON or a dict."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json", exclude_none=False)
+    if isinstance(obj, str | bytes):
+        import json
+
+        loaded = json.loads(obj)
+        if not isinstance(loaded, dict):
+            raise TypeError(f"expected a JSON object, got {type(loaded).__name__}")
+        return loaded
+    if isinstance(obj, dict):
+        return obj
+    raise TypeError(f"cannot read a response from {type(obj).__name__}")
