@@ -96,6 +96,9 @@ class GenerationRequest:
     grammar: str | None = None  # GBNF the output must match (json_schema, forced tool calls); beats json_mode
     grammar_triggers: Sequence[str] = ()  # lazy grammar: free text until one of these appears, then `grammar`
     tools: Sequence[Mapping[str, Any]] = ()  # OpenAI function tools, rendered into the chat template
+    # OpenAI fields an upstream that speaks the API honours itself (tool_choice, response_format,
+    # parallel_tool_calls, n, ...): the remote engine forwards them as they came; local engines ignore them.
+    passthrough: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
