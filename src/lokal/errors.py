@@ -55,6 +55,13 @@ class ModelNotDownloaded(LokalError):
     code = "model_not_downloaded"
 
 
+class NotFound(LokalError):
+    """An object the request names by id (a stored response) that does not exist."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
 class Overloaded(LokalError):
     status_code = 503
     error_type = "server_error"

@@ -70,7 +70,7 @@ def test_list_shows_catalog_for_this_machine_and_all_variants(home: Path) -> Non
 def test_info_prints_json_with_the_resolved_variant(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOKAL_DEVICE", "cuda")
     get_settings.cache_clear()
-    code, out = invoke("model", "info", "qwen2.5-1.5b")
+    code, out = invoke("model", "info", "qwen2.5-1.5b", "--json")
     assert code == 0
     info = json.loads(out)
     assert info["resolved_variant"] == "qwen2.5-1.5b-instruct-q8_0-cuda:1" and info["cached"] is False
@@ -109,7 +109,7 @@ def test_add_reads_the_gguf_and_registers_it_without_copying(home: Path, tmp_pat
 
     code, out = invoke("model", "list")
     assert code == 0 and "mine-q8_0-cpu:1" in out and "user" in out
-    info = json.loads(invoke("model", "info", "mine")[1])
+    info = json.loads(invoke("model", "info", "mine", "--json")[1])
     assert info["cached"] is True and info["path"] == str(gguf_path) and info["parameters_b"] == 0.0
 
     # the alias is taken now: refuse, unless --force
@@ -147,7 +147,7 @@ def test_add_copy_then_remove_deletes_only_the_copy(home: Path, tmp_path: Path) 
     code, out = invoke("cache", "list")
     assert code == 0 and "copied" in out and "complete" in out
 
-    code, out = invoke("model", "remove", "copied")
+    code, out = invoke("model", "remove", "copied", "--yes")
     assert code == 0 and "removed copied" in out and "freed" in out
     assert not copy.exists() and original.exists()
     assert user_catalog(home)["models"] == []
@@ -156,10 +156,10 @@ def test_add_copy_then_remove_deletes_only_the_copy(home: Path, tmp_path: Path) 
 def test_remove_user_model_leaves_the_users_file(home: Path, tmp_path: Path) -> None:
     original = write_gguf(tmp_path / "keep.gguf")
     assert invoke("model", "add", str(original), "--alias", "keep")[0] == 0
-    code, out = invoke("model", "remove", "keep")
+    code, out = invoke("model", "remove", "keep", "-y")
     assert code == 0 and "left" in out and "lokal did not create it" in out
     assert original.exists() and user_catalog(home)["models"] == []
-    code, out = invoke("model", "remove", "keep")
+    code, out = invoke("model", "remove", "keep", "-y")
     assert code == 1 and "not in the catalog" in out
 
 
@@ -203,9 +203,9 @@ def test_download_then_cache_list_and_remove(
     assert code == 0 and "tiny-dl-cpu:1" in out and "524 KB" in out
     code, out = invoke("cache", "location")
     assert code == 0 and out.strip() == str(home / "models")
-    code, out = invoke("cache", "remove", "tiny-dl")
+    code, out = invoke("cache", "remove", "tiny-dl", "--yes")
     assert code == 0 and "freed" in out and not final.exists()
-    code, out = invoke("cache", "remove", "tiny-dl")
+    code, out = invoke("cache", "remove", "tiny-dl", "--yes")
     assert code == 0 and "nothing of tiny-dl" in out
     assert "tiny-dl" in (home / "catalog.yaml").read_text()  # cache remove keeps the catalog entry
 

@@ -110,6 +110,8 @@ def test_serve_offline_with_no_model_starts_on_labelled_synthetic_demo(tmp_path:
         assert r.status_code == 200
         log = srv.log()
         assert "SYNTHETIC" in log and "lokal model download qwen2.5-0.5b" in log
+        # A fallback the user did not ask for is no permanent part of their catalog.
+        assert not (tmp_path / "catalog.yaml").exists()
 
 
 def test_models_added_while_serving_appear_without_restart(

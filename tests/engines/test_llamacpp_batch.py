@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -15,9 +16,10 @@ from lokal.engines.llamacpp_batch import BatchedLlamaCppEngine, BatchSequence
 from lokal.errors import ContextLengthExceeded
 
 Result = tuple[str, str | None, int]
+E = TypeVar("E", bound=LlamaCppEngine)
 
 
-def _load(engine: LlamaCppEngine, path: Path, context: int = 2048) -> LlamaCppEngine:
+def _load(engine: E, path: Path, context: int = 2048) -> E:
     variant = Variant(id="m:1", path=str(path))
     engine.load(ModelSpec(alias="m", context_length=context, variants=[variant]), variant, path)
     return engine
@@ -140,7 +142,7 @@ def test_cancelled_sequence_frees_its_slot(batched: BatchedLlamaCppEngine) -> No
     assert batched.free_slots == 3
     cancel.set()
     assert next(gen).finish_reason == "cancelled"
-    gen.close()
+    gen.close()  # type: ignore[attr-defined]  # a generator: closing it runs the engine's cleanup
     assert batched.free_slots == 4
 
 
@@ -169,3 +171,69 @@ def test_one_slot_is_the_single_stream_engine(tiny_gguf: Path) -> None:
         assert _alone(engine, req)[2] == 8
     finally:
         engine.unload()
+
+
+def _drive(engine: BatchedLlamaCppEngine, seqs: list[BatchSequence]) -> list[Result]:
+    events: list[list[GenerationEvent]] = [[] for _ in seqs]
+    while not all(s.done for s in seqs):
+        engine.step()
+        for i, s in enumerate(seqs):
+            events[i].extend(s.take_events())
+    for s in seqs:
+        engine.close(s)
+    return [_result(e) for e in events]
+
+
+SHARED = [ChatMessage("system", "You answer in riddles. " * 12), ChatMessage("user", "what walks on four legs?")]
+
+
+def test_the_same_prompt_opened_together_is_read_once(tiny_gguf: Path, batched: BatchedLlamaCppEngine) -> None:
+    """The n choices of one request: the second copies the first's cache once it is read (across the
+    slots' separate KV streams, kv_unified off) instead of reading the prompt itself."""
+    greedy = GenerationRequest(messages=SHARED, max_tokens=12, temperature=0)
+    sampled = GenerationRequest(messages=SHARED, max_tokens=12, temperature=1.0, seed=5, logprobs=2)
+    fresh = _load(BatchedLlamaCppEngine(parallel=4), tiny_gguf)
+    try:
+        alone = [_alone(fresh, greedy), _alone(fresh, sampled)]
+    finally:
+        fresh.unload()
+    first, second = batched.open(greedy), batched.open(sampled)
+    assert second.source is first and first.prompt_tokens > 64
+    assert _drive(batched, [first, second]) == alone
+    assert batched.prefix_reused_tokens == first.prompt_tokens - 1  # all of it but the token that gives logits
+    assert second.reused == first.prompt_tokens - 1
+
+
+def test_a_prompt_already_read_in_a_busy_slot_is_copied_at_once(batched: BatchedLlamaCppEngine) -> None:
+    first = batched.open(GenerationRequest(messages=SHARED, max_tokens=40, temperature=0))
+    while first.pending:
+        batched.step()
+    first.take_events()
+    later = batched.open(GenerationRequest(messages=SHARED, max_tokens=6, temperature=0))
+    batched.step()
+    assert later.source is None and not later.pending  # copied and read its last token in one step
+    assert later.reused == first.prompt_tokens - 1
+    batched.close(first)
+    batched.close(later)
+
+
+def test_a_copy_whose_source_leaves_first_reads_the_prompt_itself(
+    tiny_gguf: Path, batched: BatchedLlamaCppEngine
+) -> None:
+    req = GenerationRequest(messages=SHARED, max_tokens=8, temperature=0)
+    first, second = batched.open(req), batched.open(req)
+    assert second.source is first
+    batched.close(first)  # the client left before its prompt was read
+    fresh = _load(BatchedLlamaCppEngine(parallel=4), tiny_gguf)
+    try:
+        assert _drive(batched, [second]) == [_alone(fresh, req)]
+    finally:
+        fresh.unload()
+    assert batched.prefix_reused_tokens == 0
+
+
+def test_short_shared_prefixes_are_read_rather_than_copied(batched: BatchedLlamaCppEngine) -> None:
+    a = batched.open(GenerationRequest(prompt="Once upon a time", max_tokens=4, temperature=0))
+    b = batched.open(GenerationRequest(prompt="Once upon a time", max_tokens=4, temperature=0))
+    assert b.source is None  # copying a whole KV stream costs more than reading a few tokens
+    _drive(batched, [a, b])

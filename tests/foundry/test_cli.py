@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -115,3 +116,75 @@ def test_service_start_status_ps_and_model_verbs(env: FoundryHome) -> None:
     code, out = foundry("service", "stop")
     assert code == 0 and "stopped" in out
     assert get_service_uri() is None
+
+
+def test_workshop_verbs_version_aliases_logs_license_run_retain(env: FoundryHome) -> None:
+    from lokal.cli.main import version
+
+    code, out = foundry("--version")
+    assert code == 0 and out.split()[0] == version()
+
+    code, out = foundry("service", "start")
+    assert code == 0
+    try:
+        # Short names the workshop uses print exactly what the long ones do.
+        assert foundry("model", "ls") == foundry("model", "list")
+        assert foundry("cache", "ls") == foundry("cache", "list")
+        code, out = foundry("cache", "pwd")
+        assert code == 0 and out.strip() == f"Cache directory path: {env.home / 'models'}"
+        # The newer CLI's `server` verbs are the service's.
+        code, out = foundry("server", "status")
+        assert code == 0 and out.splitlines()[0] == f"Model management service is running on {env.url}/openai/status"
+        for group in ("service", "server"):
+            code, out = foundry(group, "logs", "-n", "20")
+            assert code == 0 and f"lokal ready on {env.url}/v1" in " ".join(out.split())
+
+        code, out = foundry("model", "info", "tiny", "--license")
+        assert code == 0 and out.strip() == f"License for {TINY_ID}: none"
+
+        code, out = foundry("run", "tiny", "--prompt", "hello", "--max-tokens", "4", "--verbose")
+        assert code == 0
+        assert f"Model {TINY_ID} (tiny)" in out and "Model loaded in" in out
+        assert "time to first token" in out and "4 tokens" in out and "tokens/s" in out
+
+        def loaded() -> dict[str, Any]:
+            return {m["id"]: m for m in httpx.get(env.url + "/lokal/ps").json()["models"]}
+
+        code, out = foundry("model", "run", "tiny", "--prompt", "hi", "--max-tokens", "2", "--no-retain")
+        assert code == 0 and TINY_ID not in loaded()  # unloaded when the session ended
+        code, out = foundry("model", "run", "tiny", "--prompt", "hi", "--max-tokens", "2")
+        assert code == 0 and loaded()[TINY_ID]["ttl_left"] <= 600  # the default: stays loaded, usual TTL
+        code, out = foundry("model", "run", "tiny", "--prompt", "hi", "--max-tokens", "2", "--retain")
+        assert code == 0 and loaded()[TINY_ID]["ttl_left"] > 7 * 24 * 3600  # kept, no idle unload
+    finally:
+        foundry("service", "stop")
+
+
+def test_cache_cd_points_the_cache_elsewhere_and_refuses_to_strand_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lokal.config import get_settings
+    from tests.support.server import free_port
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOKAL_HOME", str(home))
+    monkeypatch.setenv("LOKAL_PORT", str(free_port()))  # no service there
+    get_settings.cache_clear()
+    try:
+        elsewhere = tmp_path / "big-disk" / "models"
+        code, out = foundry("cache", "cd", str(elsewhere))
+        assert code == 0 and out.strip() == f"Cache directory path: {elsewhere.resolve()}"
+        assert (home / "models").resolve() == elsewhere.resolve() and elsewhere.is_dir()
+        (elsewhere / "m" / "1").mkdir(parents=True)
+        (elsewhere / "m" / "1" / "w.gguf").write_bytes(b"x")
+
+        # Pointing away from a cache that holds models would strand them: refused, nothing changed.
+        other = tmp_path / "other"
+        (home / "models").unlink()
+        (home / "models").mkdir()
+        (home / "models" / "keep.gguf").write_bytes(b"y")
+        code, out = foundry("cache", "cd", str(other))
+        assert code == 1 and "holds models; move them" in out
+        assert not other.exists() and (home / "models" / "keep.gguf").read_bytes() == b"y"
+    finally:
+        get_settings.cache_clear()

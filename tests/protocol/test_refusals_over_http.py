@@ -1,5 +1,6 @@
-"""Through a real `lokal serve` with the official openai client: what lokal cannot honour is a 400 naming the
-field (and the connection stays usable); a message's control-token text reaches the model as text."""
+"""Through a real `lokal serve` with the official openai client: what lokal cannot honour (or a value out of
+range) is a 400 naming the field, and the connection stays usable; a message's control-token text reaches the
+model as text."""
 
 from __future__ import annotations
 
@@ -25,11 +26,14 @@ def client(lokal_server: LokalServer) -> OpenAI:
     ("extra", "param"),
     [
         ({"max_completion_tokens": 0}, "max_completion_tokens"),
-        ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
-        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
-        ({"presence_penalty": 0.6}, "presence_penalty"),
-        ({"extra_body": {"top_k": 3}}, "top_k"),
+        ({"n": 9}, "n"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"logit_bias": {"token": 1}}, "logit_bias"),
+        ({"extra_body": {"top_k": -3}}, "top_k"),
+        ({"modalities": ["audio"]}, "modalities"),
+        ({"extra_body": {"functions": [{"name": "f"}]}}, "functions"),
+        ({"tool_choice": "required"}, "tool_choice"),
     ],
 )
 def test_unsupported_fields_are_a_400_naming_them(client: OpenAI, extra: dict[str, Any], param: str) -> None:
@@ -41,8 +45,8 @@ def test_unsupported_fields_are_a_400_naming_them(client: OpenAI, extra: dict[st
     assert ok.choices[0].finish_reason in ("length", "stop")
 
 
-def test_completions_refuse_logprobs_and_suffix(client: OpenAI) -> None:
-    for extra in ({"logprobs": 2}, {"suffix": "}"}):
+def test_completions_refuse_suffix_and_best_of(client: OpenAI) -> None:
+    for extra in ({"suffix": "}"}, {"best_of": 2}):
         with pytest.raises(openai.BadRequestError, match=next(iter(extra))):
             client.completions.create(model="tiny", prompt="x", max_tokens=2, **extra)  # type: ignore[arg-type]
 

@@ -183,7 +183,8 @@ _PASSAGE = re.compile(r"^\[(\d+)\] [^\n]*\n(.+?)(?:\n\n\[\d+\] |\n\nQuestion: )"
 
 def grounded_reply(body: dict[str, Any]) -> str:
     """Deterministic 'model': answers with the first sentence of passage [1] and cites it."""
-    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    # The last user message holds the passages; earlier ones are the conversation so far.
+    user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
     m = _PASSAGE.search(user)
     if m is None:
         return "The context is insufficient to answer."

@@ -20,11 +20,11 @@ from lokal.engines.llamacpp import PrefillPacer
 from lokal.engines.llamacpp_batch import BatchedLlamaCppEngine
 from lokal.errors import ContextLengthExceeded, ModelUnloaded
 from lokal.protocol.embeddings import EmbeddingRequest
+from lokal.protocol.sse import encode
 from lokal.runtime.batch_worker import BatchWorker
 from lokal.runtime.manager import ModelManager
 from lokal.runtime.worker import ModelWorker
 from lokal.server.metrics import Metrics
-from lokal.server.routes.openai import _sse_frames
 from lokal.server.serving import Serving
 
 
@@ -232,7 +232,7 @@ def test_embeddings_count_tokens_on_the_engine_thread(tmp_path: Path) -> None:
         return out
 
     out = asyncio.run(main())
-    assert out["usage"] == {"prompt_tokens": 14, "total_tokens": 14}
+    assert out.usage.model_dump() == {"prompt_tokens": 14, "total_tokens": 14}
     assert engine.threads == {"embed": "lokal-engine-emb", "count": "lokal-engine-emb"}
 
 
@@ -249,7 +249,7 @@ def test_a_stream_that_fails_after_its_first_byte_ends_with_one_error_frame(
         raise error
 
     async def main() -> list[str]:
-        return [frame async for frame in _sse_frames(events())]
+        return [frame async for frame in encode(events())]
 
     frames = asyncio.run(main())
     assert frames[0] == 'data: {"x": 1}\n\n'

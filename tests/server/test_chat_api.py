@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
+from lokal.engines.base import GenerationEvent, GenerationRequest
+from lokal.engines.llamacpp import LlamaCppEngine
+from lokal.errors import EngineError
 from tests.support.server import LokalServer
 
 USER = [{"role": "user", "content": "Say something."}]
@@ -172,3 +181,164 @@ def test_health_and_metrics(lokal_server: LokalServer, client: OpenAI) -> None:
     ):
         assert name in text, name
     assert 'lokal_tokens_total{direction="out",model="tiny"}' in text
+
+
+# -- n choices ---------------------------------------------------------------------------------------------------
+def test_n_choices_whole_and_streamed(client: OpenAI) -> None:
+    greedy = client.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0)
+    both = client.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0, n=2)
+    assert [c.index for c in both.choices] == [0, 1]
+    assert {c.message.content for c in both.choices} == {greedy.choices[0].message.content}
+    assert both.usage is not None and greedy.usage is not None
+    assert both.usage.prompt_tokens == greedy.usage.prompt_tokens  # the prompt counts once
+    assert both.usage.completion_tokens == 16
+
+    def sampled() -> list[str]:
+        r = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=1.0, seed=5, n=3,
+                                           extra_body={"ignore_eos": True})
+        return [c.message.content or "" for c in r.choices]
+
+    first = sampled()
+    assert len(set(first)) == 3  # seed, seed+1, seed+2: different draws
+    assert sampled() == first  # and repeatable
+
+    stream = client.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0, n=2,
+                                            stream=True, stream_options={"include_usage": True})
+    texts: dict[int, str] = {0: "", 1: ""}
+    finishes: dict[int, str] = {}
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for ch in chunk.choices:
+            texts[ch.index] += ch.delta.content or ""
+            if ch.finish_reason:
+                finishes[ch.index] = ch.finish_reason
+    assert texts == {0: greedy.choices[0].message.content, 1: greedy.choices[0].message.content}
+    assert finishes == {0: "length", 1: "length"}
+    assert usage is not None and usage.completion_tokens == 16
+
+
+def test_completions_n_choices(client: OpenAI) -> None:
+    r = client.completions.create(model="tiny", prompt="Once", max_tokens=5, temperature=1.0, seed=3, n=2,
+                                  extra_body={"ignore_eos": True})
+    assert [c.index for c in r.choices] == [0, 1] and r.choices[0].text != r.choices[1].text
+    assert r.usage is not None and r.usage.completion_tokens == 10
+
+
+# -- sampling controls -------------------------------------------------------------------------------------------
+def _say(client: OpenAI, **kw: object) -> str:
+    args: dict[str, object] = {"max_tokens": 16, "temperature": 0, **kw}
+    extra = {k: args.pop(k) for k in ("top_k", "min_p", "repeat_penalty") if k in args}
+    r = client.chat.completions.create(model="tiny", messages=USER, extra_body={"ignore_eos": True, **extra},
+                                       **args)  # type: ignore[call-overload]
+    return str(r.choices[0].message.content)
+
+
+def test_logit_bias_forces_and_bans_tokens(client: OpenAI, tiny_gguf: Path) -> None:
+    from llama_cpp import Llama
+
+    vocab = Llama(str(tiny_gguf), vocab_only=True, verbose=False)
+    t = vocab.tokenize(b"t", add_bos=False, special=False)[-1]  # the piece "\u2581t"
+    assert _say(client, max_tokens=8, logit_bias={str(t): 100}).split() == ["t"] * 8
+    completion = client.completions.create(model="tiny", prompt="Once", max_tokens=4, temperature=0,
+                                           logit_bias={str(t): 100})
+    assert completion.choices[0].text.split() == ["t"] * 4
+    ids = {vocab.detokenize([i]).decode(): i for i in range(261, vocab.n_vocab())}  # word pieces: text -> id
+
+    def generated(**kw: Any) -> list[int]:
+        r = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, temperature=0, logprobs=True,
+                                           extra_body={"ignore_eos": True}, **kw)
+        assert r.choices[0].logprobs is not None and r.choices[0].logprobs.content is not None
+        return [ids.get(e.token, ids.get(" " + e.token, -1)) for e in r.choices[0].logprobs.content]
+
+    base = generated()
+    assert -1 not in base
+    banned = generated(logit_bias={str(tok): -100 for tok in set(base)})
+    assert banned and not set(banned) & set(base)
+
+
+def test_penalties_change_the_output(client: OpenAI) -> None:
+    base = _say(client, max_tokens=32)
+    assert _say(client, max_tokens=32, presence_penalty=2.0) != base
+    assert _say(client, max_tokens=32, frequency_penalty=2.0) != base
+    assert _say(client, max_tokens=32, repeat_penalty=1.8) != base
+
+
+def test_top_k_and_min_p_cut_the_draw(client: OpenAI) -> None:
+    greedy = _say(client)
+    for seed in (1, 2):
+        assert _say(client, temperature=1.5, seed=seed, top_k=1) == greedy  # only the likeliest token is left
+        assert _say(client, temperature=1.5, seed=seed, min_p=1.0) == greedy
+    assert len({_say(client, temperature=1.5, seed=s, top_k=0) for s in (1, 2, 3)}) > 1  # 0: no cut
+
+
+# -- streams that start before their first token, and fail after it ------------------------------------------------
+class Scripted(LlamaCppEngine):
+    """The real llama.cpp engine, with words in the last message that slow its first event or break it."""
+
+    def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
+        said = req.messages[-1].content if req.messages else req.prompt or ""
+        if "slow" in said:
+            time.sleep(0.8)  # a long queue or prompt read
+        if "fail-now" in said:
+            raise EngineError("the engine failed before its first token")
+        for n, ev in enumerate(super().generate(req, cancel)):
+            if "fail-later" in said and n == 3:
+                raise EngineError("the engine failed mid-answer")
+            yield ev
+
+
+@pytest.fixture(scope="module")
+def scripted(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.server.inprocess import serve
+    from tests.support.models import tiny_entry
+
+    with serve(tmp_path_factory.mktemp("scripted"), [tiny_entry("tiny", tiny_gguf, ["general"])],
+               lambda _: Scripted(n_threads=1)) as url:
+        yield url
+
+
+@pytest.fixture
+def quick_keepalive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lokal.protocol import sse
+    from lokal.server import serving
+
+    monkeypatch.setattr(serving, "FIRST_EVENT_WAIT_S", 0.1)
+    monkeypatch.setattr(sse, "KEEPALIVE_S", 0.2)
+
+
+def _raw_stream(url: str, said: str) -> tuple[int, list[str]]:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": said}], "max_tokens": 8, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+        return r.status_code, [line for line in r.iter_lines() if line]
+
+
+def test_a_slow_first_token_gets_keep_alive_comments(scripted: str, quick_keepalive: None) -> None:
+    status, lines = _raw_stream(scripted, "slow please")
+    assert status == 200
+    first = next(i for i, line in enumerate(lines) if line.startswith("data:"))
+    assert first >= 2 and set(lines[:first]) == {": keep-alive"}
+    assert ": keep-alive" not in lines[first:] and lines[-1] == "data: [DONE]"
+    stream = OpenAI(base_url=scripted + "/v1", api_key="x", max_retries=0).chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "slow again"}], max_tokens=8, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)  # the SDK skips comments
+
+
+def test_an_early_engine_error_is_an_http_error(scripted: str, quick_keepalive: None) -> None:
+    status, lines = _raw_stream(scripted, "fail-now")
+    assert status == 500 and json.loads(lines[0])["error"]["code"] == "engine_error"
+
+
+def test_an_engine_error_after_the_stream_started_is_an_error_frame(scripted: str, quick_keepalive: None) -> None:
+    for said in ("slow then fail-now", "fail-later"):
+        status, lines = _raw_stream(scripted, said)
+        assert status == 200 and "data: [DONE]" not in lines
+        error = json.loads(lines[-1][len("data: "):])["error"]
+        assert error["code"] == "engine_error" and "the engine failed" in error["message"]
+    client = OpenAI(base_url=scripted + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.APIError, match="mid-answer"):
+        for _ in client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "fail-later"}],
+                                                max_tokens=8, stream=True):
+            pass
+    with pytest.raises(openai.InternalServerError, match="mid-answer"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "fail-later"}], max_tokens=8)

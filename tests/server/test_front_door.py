@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import MessageParam
 from starlette.datastructures import Headers
 
 from lokal.server.front_door import cross_site, host_allowed, is_json, split_host
@@ -117,6 +119,8 @@ _BODIES: dict[str, Any] = {
     "/v1/embeddings": {"model": "door", "input": "hi"},
     "/openai/download": {"model": "door"},
     "/v1/rag/search": {"query": "hi"},
+    "/v1/messages": {"model": "door", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/messages/count_tokens": {"model": "door", "messages": [{"role": "user", "content": "hi"}]},
 }
 
 
@@ -128,7 +132,10 @@ def test_every_route_needs_the_key(server: LokalServer) -> None:
                 continue
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {KEY}x"}):
                 resp = client.request(method, url, json=body, headers=headers)
-                _error(resp, 401, "invalid_api_key")
+                if path.startswith("/v1/messages"):  # Anthropic's error shape there
+                    assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+                else:
+                    _error(resp, 401, "invalid_api_key")
             right = client.request(method, url, json=body, headers=_auth())
             assert right.status_code != 401 and right.status_code < 500, (method, path, right.text)
 
@@ -148,6 +155,22 @@ def test_official_client_with_and_without_key(server: LokalServer) -> None:
     bad = openai.OpenAI(base_url=server.base_url, api_key="nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_anthropic_client_sends_its_key_as_x_api_key(server: LokalServer) -> None:
+    messages: list[MessageParam] = [{"role": "user", "content": "hi"}]
+    good = anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0)
+    assert good.messages.create(model="door", max_tokens=2, messages=messages).stop_reason in {"end_turn", "max_tokens"}
+    assert good.messages.count_tokens(model="door", messages=messages).input_tokens > 0
+    bad = anthropic.Anthropic(base_url=server.url, api_key="nope", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        bad.messages.create(model="door", max_tokens=2, messages=messages)
+    assert info.value.body == {"type": "error", "error": {"type": "authentication_error",
+                                                          "message": "Incorrect API key provided."}}
+    for headers in ({"x-api-key": KEY}, _auth(), {"x-api-key": "nope", **_auth()}):  # either header is enough
+        assert httpx.get(server.base_url + "/models", headers=headers).status_code == 200
+    for headers in ({"x-api-key": f"Bearer {KEY}"}, {"x-api-key": KEY + "x"}, {"Authorization": KEY}):
+        _error(httpx.get(server.base_url + "/models", headers=headers), 401, "invalid_api_key")
 
 
 def test_odd_authorization_header_is_a_401(server: LokalServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,10 @@ from lokal.bench.costs import CostView, LocalCost, PriceTable, combined, cost_of
 from lokal.bench.metrics import RequestRecord
 from lokal.bench.prompts import Prompt, load_prompts
 from lokal.bench.result import ModelResult
-from lokal.bench.runner import arun_bench
+from lokal.bench.runner import ProgressEvent, arun_bench
+
+# (stage, done, total): "small", "large", "refine" or "judge", so a long comparison shows where it is.
+CompareProgress = Callable[[str, int, int], None]
 
 Role = Literal["small", "large", "hybrid"]
 ROLES: tuple[Role, ...] = ("small", "large", "hybrid")
@@ -233,6 +237,7 @@ class CompareResult:
     rows: list[CompareRow]
     hybrid: list[HybridRow] | None
     costs: dict[str, CostView]
+    notes: list[str] = field(default_factory=list)  # what a reader must know to trust the figures
 
     def model(self, role: Role) -> ModelResult | None:
         return {"small": self.small, "large": self.large}.get(role)
@@ -284,6 +289,7 @@ class CompareResult:
             },
             "quality": self.quality(),
             "costs": {k: v.to_dict() for k, v in self.costs.items()},
+            "notes": self.notes,
         }
 
 
@@ -353,11 +359,36 @@ def annotation_template(result: CompareResult) -> list[dict[str, Any]]:
     ]
 
 
-async def arun_compare(cfg: CompareConfig) -> CompareResult:
+def _relay(stage: str, on_progress: CompareProgress | None) -> Callable[[ProgressEvent], None] | None:
+    if on_progress is None:
+        return None
+    return lambda ev: on_progress(stage, ev.completed, ev.total)
+
+
+def confidence_note(policy: HybridPolicy | None, hybrid: list[HybridRow] | None, small: str) -> str | None:
+    """Say so when the confidence rule could not be applied, instead of letting it silently never fire."""
+    if policy is None or not policy.needs_logprobs or not hybrid:
+        return None
+    unknown = sum(1 for h in hybrid if h.draft.ok and h.draft.mean_logprob is None)
+    if not unknown:
+        return None
+    outcome = (
+        "they were refined (--refine-unknown-confidence)"
+        if policy.refine_unknown_confidence
+        else "the rule did not fire for them (pass --refine-unknown-confidence to refine them instead)"
+    )
+    return (
+        f"confidence rule (--refine-below-logprob {policy.min_confidence:g}): the endpoint gave no logprobs for "
+        f"{unknown} of {len(hybrid)} drafts from {small}, so {outcome}"
+    )
+
+
+async def arun_compare(cfg: CompareConfig, *, on_progress: CompareProgress | None = None) -> CompareResult:
     policy = cfg.hybrid
     small_cfg = cfg.bench_config(cfg.small, logprobs=bool(policy and policy.needs_logprobs))
-    small = (await arun_bench(small_cfg)).models[0]
-    large = (await arun_bench(cfg.bench_config(cfg.large, logprobs=False))).models[0]
+    small = (await arun_bench(small_cfg, on_progress=_relay("small", on_progress))).models[0]
+    large_cfg = cfg.bench_config(cfg.large, logprobs=False)
+    large = (await arun_bench(large_cfg, on_progress=_relay("large", on_progress))).models[0]
     s_first, l_first = _first_round(small), _first_round(large)
     rows: list[CompareRow] = []
     for p in cfg.prompts:
@@ -377,7 +408,9 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
             params = RequestParams(
                 max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed, stream=cfg.stream
             )
-            for row in rows:
+            for i, row in enumerate(rows):
+                if on_progress is not None:
+                    on_progress("refine", i, len(rows))
                 draft = row.records.get("small")
                 if draft is None:
                     continue
@@ -409,7 +442,9 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
         async with BenchClient(
             judge.endpoint or cfg.endpoint, judge.api_key(cfg.api_key), timeout_s=cfg.request_timeout_s
         ) as jc:
-            for row in rows:
+            for i, row in enumerate(rows):
+                if on_progress is not None:
+                    on_progress("judge", i, len(rows))
                 for role, text in row.outputs.items():
                     if text.strip():
                         row.scores[role] = await _judge(jc, judge.name, row.prompt.text, text, cfg)
@@ -429,8 +464,9 @@ async def arun_compare(cfg: CompareConfig) -> CompareResult:
             cfg.local,
         )
         costs["hybrid"] = combined([drafts, refines], requests=len(hybrid))
-    return CompareResult(cfg.to_dict(), small, large, rows, hybrid, costs)
+    notes = [n for n in (confidence_note(policy, hybrid, cfg.small.name),) if n]
+    return CompareResult(cfg.to_dict(), small, large, rows, hybrid, costs, notes)
 
 
-def run_compare(cfg: CompareConfig) -> CompareResult:
-    return asyncio.run(arun_compare(cfg))
+def run_compare(cfg: CompareConfig, *, on_progress: CompareProgress | None = None) -> CompareResult:
+    return asyncio.run(arun_compare(cfg, on_progress=on_progress))

@@ -127,9 +127,11 @@ class Sweep:
 
 
 def default_endpoint() -> str:
+    """The lokal server's /v1: LOKAL_BASE_URL when set (the CLI's --base-url), else LOKAL_HOST:LOKAL_PORT."""
     from lokal.config import get_settings
 
-    return f"{get_settings().base_url}/v1"
+    base = os.environ.get("LOKAL_BASE_URL", "").rstrip("/") or get_settings().base_url
+    return base if base.endswith("/v1") else f"{base}/v1"
 
 
 def default_api_key(endpoint: str | None) -> str | None:

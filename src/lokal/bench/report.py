@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lokal.bench.metrics import METRIC_NAMES, Stats
 from lokal.bench.result import BenchResult, ModelResult, StepResult
+from lokal.bench.verdict import Verdict, describe, verdict
 
 Format = Literal["table", "json", "csv", "md", "html"]
 FORMATS: tuple[str, ...] = ("table", "json", "csv", "md", "html")
@@ -43,7 +44,7 @@ def _num(x: float | None, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _mb(x: int | None) -> str:
+def _mib(x: int | None) -> str:
     return "-" if x is None else f"{x / 2**20:.0f}"
 
 
@@ -73,25 +74,25 @@ COLUMNS = (
     "goodput/s",
     "in tok",
     "out tok",
-    "mem MB",
+    "mem MiB",
     "load s",
     "cold s",
 )
 
 
 def _compact(m: ModelResult, s: StepResult | None) -> list[str]:
-    mem = _mb(m.server.memory_bytes) if m.server else "-"
+    mem = _mib(m.server.memory_bytes) if m.server else "-"
     load = _num(m.server.load_seconds, ".2f") if m.server else "-"
     cold = _num(m.cold_start_s, ".2f")
     if s is None:
-        return [m.name, "-", m.status, "0/0", *["-"] * 13, mem, load, cold]
+        return [m.label, "-", m.status, "0/0", *["-"] * 13, mem, load, cold]
     sm = s.summary
     est = "" if sm.token_source in ("usage", "none") else "~"  # estimated counts are marked
     in_tok, out_tok = sm.stat("prompt_tokens"), sm.stat("completion_tokens")
     tps = sm.stat("output_tps")
     status = m.status + (" *best*" if m.best_step is not None and m.steps.index(s) == m.best_step else "")
     return [
-        m.name,
+        m.label,
         s.pattern.label,
         status,
         f"{sm.success}/{sm.errors}",
@@ -129,12 +130,12 @@ TERMINAL_COLUMNS = (
     "tok/s total",
     "req/s",
     "out tok",
-    "mem MB",
+    "mem MiB",
 )
 
 
 def rich_table(result: BenchResult) -> Table:
-    table = Table(title="lokal bench", header_style="bold")
+    table = Table(title=f"lokal bench · {result.config.get('endpoint')}", header_style="bold")
     keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
     for col in TERMINAL_COLUMNS:
         left = col in ("model", "load", "status")
@@ -147,7 +148,7 @@ def rich_table(result: BenchResult) -> Table:
 
 
 def errors(result: BenchResult) -> list[tuple[str, str]]:
-    return [(m.name, m.error) for m in result.models if m.error]
+    return [(m.label, m.error) for m in result.models if m.error]
 
 
 def to_json(result: BenchResult) -> str:
@@ -161,6 +162,8 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "model": m.entry.name,
             "label": m.name,
+            # Next to the figures, in every row: a spreadsheet filtered to one model still says it.
+            "synthetic": "" if m.synthetic is None else str(m.synthetic).lower(),
             "endpoint": m.endpoint,
             "status": m.status,
             "error": m.error or "",
@@ -209,22 +212,53 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(result: BenchResult) -> str:
+def run_line(result: BenchResult) -> str:
+    """What was run, in one line: the conditions every figure below depends on."""
     cfg = result.config
-    lines = [
-        "# lokal bench",
+    n_prompts = len(cfg.get("prompts", []))
+    mode = "deterministic" if cfg.get("deterministic") else f"temperature {cfg.get('temperature')}"
+    return (
+        f"{result.created} · endpoint {cfg.get('endpoint')} · {n_prompts} prompts × {cfg.get('rounds')} rounds "
+        f"(+{cfg.get('warmup_rounds')} warm-up) · max_tokens {cfg.get('max_tokens')} · "
+        f"{'stream' if cfg.get('stream') else 'no stream'} · {mode}"
+    )
+
+
+def verdict_lines(v: Verdict) -> list[str]:
+    """The verdict as plain sentences, shared by the terminal, Markdown and HTML."""
+    lines = [v.headline]
+    if v.synthetic_note:
+        lines.append(v.synthetic_note)
+    lines.append(f"{v.rule}.")
+    return lines
+
+
+def _decomposition(result: BenchResult) -> list[tuple[str, str, list[str]]]:
+    keys = ("phase_prepare_s", "phase_send_s", "phase_first_token_s", "phase_completion_s")
+    return [(m.label, s.pattern.label, [_ms(s.summary.stat(k), "mean") for k in keys]) for m, s in _rows(result) if s]
+
+
+def _estimated(result: BenchResult) -> bool:
+    return any(s and s.summary.token_source not in ("usage", "none") for _, s in _rows(result))
+
+
+def to_markdown(result: BenchResult) -> str:
+    v = verdict(result)
+    lines = ["# lokal bench", "", run_line(result), "", "## Verdict", ""]
+    lines += [f"**{_md_escape(v.headline)}**", ""]
+    if v.synthetic_note:
+        lines += [f"> **{_md_escape(v.synthetic_note)}**", ""]
+    lines += [f"_{_md_escape(v.rule)}._", ""]
+    lines += [f"- {_md_escape(describe(mv))}" for mv in v.models]
+    lines += [
         "",
-        f"{result.created} · endpoint `{cfg.get('endpoint')}` · {len(cfg.get('prompts', []))} prompts × "
-        f"{cfg.get('rounds')} rounds (+{cfg.get('warmup_rounds')} warm-up) · "
-        f"max_tokens {cfg.get('max_tokens')} · "
-        f"{'stream' if cfg.get('stream') else 'no stream'} · "
-        f"{'deterministic' if cfg.get('deterministic') else 'temperature ' + str(cfg.get('temperature'))}",
+        "## All figures",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(_md_escape(c) for c in _compact(m, s)) + " |" for m, s in _rows(result)]
-    if any(s and s.summary.token_source not in ("usage", "none") for _, s in _rows(result)):
+    if _estimated(result):
         lines += ["", "`~` token counts are estimates (the endpoint returned no usage)."]
     errs = errors(result)
     if errs:
@@ -236,59 +270,92 @@ def to_markdown(result: BenchResult) -> str:
         "| model | load | prepare | send | first token | completion |",
         "|---|---|---|---|---|---|",
     ]
-    for m, s in _rows(result):
-        if s is not None:
-            sm = s.summary
-            lines.append(
-                f"| {_md_escape(m.name)} | {s.pattern.label} | "
-                + " | ".join(
-                    _ms(sm.stat(k), "mean")
-                    for k in ("phase_prepare_s", "phase_send_s", "phase_first_token_s", "phase_completion_s")
-                )
-                + " |"
-            )
+    lines += [
+        f"| {_md_escape(name)} | {load} | " + " | ".join(vals) + " |" for name, load, vals in _decomposition(result)
+    ]
     lines += ["", "## Sample outputs", ""]
     for m in result.models:
         for pid, text in list(m.samples.items())[:3]:
-            lines.append(f"- **{_md_escape(m.name)}** / `{pid}`: {_md_escape(text[:300])}")
+            lines.append(f"- **{_md_escape(m.label)}** / `{pid}`: {_md_escape(text[:300])}")
     return "\n".join(lines) + "\n"
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
 table{border-collapse:collapse;font-size:13px;margin:1rem 0}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th:first-child,td:first-child{text-align:left}
 tr.failed td{background:#fde2e2}tr.partial td{background:#fff5d6}
+.verdict{border-left:6px solid #2a7;background:#f1faf5;padding:0.6rem 1rem;margin:1rem 0}
+.verdict.none{border-color:#c33;background:#fdf1f1}
+.verdict .headline{font-size:1.25rem;font-weight:600;margin:0.2rem 0 0.6rem}
+.warning{border:2px solid #d80;background:#fff4e0;padding:0.5rem 1rem;font-weight:600}
+.best td{font-weight:600}
 img{max-width:100%;margin:0.5rem 0;border:1px solid #eee}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;font-size:12px}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dt{color:#666}
 """
 
 
-def to_html(result: BenchResult, plot_files: list[str]) -> str:
+def _html_table(headers: tuple[str, ...] | list[str], rows: list[tuple[str, list[str]]]) -> str:
     e = html.escape
-    cfg = result.config
-    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
-    body = "".join(
-        f'<tr class="{e(m.status)}">' + "".join(f"<td>{e(c)}</td>" for c in _compact(m, s)) + "</tr>"
-        for m, s in _rows(result)
+    head = "".join(f"<th>{e(c)}</th>" for c in headers)
+    body = "".join(f'<tr class="{e(cls)}">' + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for cls, row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def to_html(result: BenchResult, plot_files: list[str]) -> str:
+    """Verdict first (what a decision needs), then the key figures, plots, and every figure for the record."""
+    e = html.escape
+    v = verdict(result)
+    best = v.best.model if v.best else None
+    per_model = _html_table(
+        ["model", "verdict", "output tok/s", "mem MiB", "n"],
+        [
+            (
+                "best" if mv.model is best else mv.model.status,
+                [
+                    mv.model.label + (" (best)" if mv.model is best else ""),
+                    mv.why,
+                    _num(mv.throughput),
+                    _num(mv.memory_mib, ".0f"),
+                    str(mv.n),
+                ],
+            )
+            for mv in v.models
+        ],
+    )
+    synthetic = f'<p class="warning">{e(v.synthetic_note)}</p>' if v.synthetic_note else ""
+    keep = [COLUMNS.index(c) for c in TERMINAL_COLUMNS]
+    compact: list[tuple[str, list[str]]] = [(m.status, _compact(m, s)) for m, s in _rows(result)]
+    key_table = _html_table(TERMINAL_COLUMNS, [(cls, [row[i] for i in keep]) for cls, row in compact])
+    full_table = _html_table(COLUMNS, compact)
+    decomposition = _html_table(
+        ["model", "load", "prepare", "send", "first token", "completion"],
+        [("", [name, load, *vals]) for name, load, vals in _decomposition(result)],
     )
     errs = "".join(f"<li><b>{e(n)}</b>: {e(msg)}</li>" for n, msg in errors(result))
     imgs = "".join(f'<img src="{e(p)}" alt="{e(Path(p).stem)}">' for p in plot_files)
     samples = "".join(
-        f"<h3>{e(m.name)}</h3>"
+        f"<h3>{e(m.label)}</h3>"
         + "".join(f"<p><code>{e(pid)}</code></p><pre>{e(t[:1000])}</pre>" for pid, t in m.samples.items())
         for m in result.models
     )
-    env = e(json.dumps(result.environment))
+    env = "".join(f"<dt>{e(str(k))}</dt><dd>{e(str(val))}</dd>" for k, val in result.environment.items())
+    estimated = "<p><code>~</code> token counts are estimates (the endpoint returned no usage).</p>"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>lokal bench</title><style>{_CSS}</style>"
-        f"</head><body><h1>lokal bench</h1><p>{e(result.created)} · endpoint "
-        f"<code>{e(str(cfg.get('endpoint')))}"
-        f"</code> · rounds {e(str(cfg.get('rounds')))} · max_tokens {e(str(cfg.get('max_tokens')))}</p>"
-        f"<p><small>{env}</small></p><table><tr>{head}</tr>{body}</table>"
+        f"</head><body><h1>lokal bench</h1><p>{e(run_line(result))}</p>"
+        f'<section class="verdict{"" if v.best else " none"}" id="verdict"><h2>Verdict</h2>'
+        f'<p class="headline">{e(v.headline)}</p>{synthetic}<p><i>{e(v.rule)}.</i></p>{per_model}</section>'
+        f"<h2>Key figures</h2>{key_table}"
+        + (estimated if _estimated(result) else "")
         + (f"<h2>Errors</h2><ul>{errs}</ul>" if errs else "")
-        + f"<h2>Plots</h2>{imgs}<h2>Sample outputs</h2>{samples}</body></html>"
+        + (f"<h2>Plots</h2>{imgs}" if imgs else "")
+        + f"<h2>Latency decomposition (mean ms)</h2>{decomposition}"
+        + f"<h2>Sample outputs</h2>{samples}"
+        + f"<details><summary>Every figure ({len(COLUMNS)} columns)</summary>{full_table}</details>"
+        + f"<details><summary>Environment</summary><dl>{env}</dl></details></body></html>"
     )
 
 

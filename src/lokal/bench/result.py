@@ -68,10 +68,18 @@ class ModelResult:
     server: ServerFigures | None = None
     samples: dict[str, str] = field(default_factory=dict)  # prompt id -> one output
     best_step: int | None = None  # sweep: highest load level whose SLO held
+    # Random weights with a real model's shape: speed figures are real for that shape, the text is noise. None
+    # means the endpoint did not say (not lokal), which reports leave unlabelled.
+    synthetic: bool | None = None
 
     @property
     def name(self) -> str:
         return self.entry.display
+
+    @property
+    def label(self) -> str:
+        """The name as every report prints it: a synthetic model is never shown without saying so."""
+        return f"{self.name} [SYNTHETIC]" if self.synthetic else self.name
 
     @property
     def cold_start_s(self) -> float | None:
@@ -93,6 +101,7 @@ class ModelResult:
         return {
             "model": self.entry.name,
             "label": self.entry.display,
+            "synthetic": self.synthetic,
             "entry": self.entry.model_dump(exclude_none=True),
             "endpoint": self.endpoint,
             "status": self.status,
@@ -118,6 +127,7 @@ class ModelResult:
             server=ServerFigures(**server) if server else None,
             samples=dict(d.get("samples") or {}),
             best_step=d.get("best_step"),
+            synthetic=d.get("synthetic"),
         )
 
 
@@ -147,6 +157,10 @@ class BenchResult:
     @property
     def all_failed(self) -> bool:
         return all(m.status == "failed" for m in self.models)
+
+    @property
+    def synthetic_models(self) -> list[ModelResult]:
+        return [m for m in self.models if m.synthetic]
 
     @property
     def any_failed(self) -> bool:

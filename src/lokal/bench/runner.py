@@ -17,7 +17,7 @@ from lokal.bench.config import BenchConfig, LoadPattern, ModelEntry
 from lokal.bench.metrics import RequestRecord, summarize
 from lokal.bench.prompts import Prompt
 from lokal.bench.result import BenchResult, ModelResult, StepResult
-from lokal.bench.server_info import fetch_server_figures
+from lokal.bench.server_info import either, fetch_server_figures, fetch_synthetic
 
 Job = tuple[int, Prompt]  # (round, prompt)
 
@@ -192,6 +192,8 @@ class _ModelRun:
         n_prompts = len(cfg.prompts)
         self.total = n_prompts * (cfg.warmup_rounds + cfg.rounds * len(levels))
         self._emit("start", "", None)
+        # Asked first and whatever happens next: a failed synthetic model is still labelled synthetic.
+        result.synthetic = await fetch_synthetic(self.client, self.client.endpoint, self.entry.name)
         if cfg.warmup_rounds:
             jobs = [(-1 - r, p) for r in range(cfg.warmup_rounds) for p in cfg.prompts]
             first = levels[0]
@@ -224,6 +226,8 @@ class _ModelRun:
         result.best_step = self._best_step(result.steps)
         if cfg.server_stats:
             result.server = await fetch_server_figures(self.client, self.client.endpoint, self.entry.name)
+            if result.server is not None:
+                result.synthetic = either(result.synthetic, result.server.synthetic)
         self._emit("done", "", None)
         return result
 

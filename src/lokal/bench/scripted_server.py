@@ -39,6 +39,7 @@ class Script:
     status: int = 200  # answer every request with this HTTP error instead
     memory_bytes: int = 100_000_000  # what /lokal/ps reports for this model
     load_seconds: float = 0.5
+    synthetic: bool | None = None  # what its model card (and /lokal/ps) says; None = says nothing, like non-lokal
 
 
 @dataclass(slots=True)
@@ -206,8 +207,21 @@ def build_app(
             payload["usage"] = usage
         return JSONResponse(payload)
 
+    def card(name: str, script: Script) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": name, "object": "model"}
+        if script.synthetic is not None:
+            out["lokal"] = {"synthetic": script.synthetic}
+        return out
+
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in scripts]})
+        return JSONResponse({"object": "list", "data": [card(m, s) for m, s in scripts.items()]})
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model_id"]
+        script = lookup(name)
+        if script is None:
+            return _error(404, f"model {name!r} not found", "model_not_found")
+        return JSONResponse(card(name, script))
 
     async def ps(request: Request) -> Response:
         return JSONResponse(
@@ -221,13 +235,18 @@ def build_app(
                         "load_seconds": s.load_seconds,
                         "ttl_left": 600,
                         "queue_depth": 0,
+                        **({"synthetic": s.synthetic} if s.synthetic is not None else {}),
                     }
                     for m, s in scripts.items()
                 ],
             }
         )
 
-    routes = [Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)]
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models),
+        Route("/v1/models/{model_id:path}", model),
+    ]
     if serve_ps:
         routes.append(Route("/lokal/ps", ps))
     return Starlette(routes=routes), st

@@ -11,6 +11,7 @@ from lokal.catalog.catalog import Catalog
 from lokal.catalog.durable import fsync_dir
 from lokal.catalog.gguf_info import GgufInfo, read_gguf
 from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
+from lokal.engines.synthetic import is_synthetic
 from lokal.errors import InvalidRequest
 
 DEFAULT_CONTEXT = 4096
@@ -65,6 +66,8 @@ def add_local_gguf(
         artifact = Cache(catalog.settings).managed_path(probe)
         _copy_atomic(path, artifact)
     caps = [c.strip() for c in (capabilities or ["general"]) if c.strip()]
+    # The file's own flag survives registration: a random-weight GGUF stays labelled wherever it is shown.
+    synthetic = is_synthetic(path)
     spec = ModelSpec(
         alias=alias,
         display_name=info.name or alias,
@@ -75,7 +78,10 @@ def add_local_gguf(
         parameters_b=round(info.parameters / 1e9, 3) if info.parameters else None,
         capabilities=caps or ["general"],
         supports_tools="tools" in caps,
-        description=f"Added by `lokal model add` from {path}" + (" (copied into the cache)" if copy else ""),
+        description=("SYNTHETIC: random weights, its text is noise. " if synthetic else "")
+        + f"Added by `lokal model add` from {path}"
+        + (" (copied into the cache)" if copy else ""),
+        synthetic=synthetic,
         variants=[
             Variant(
                 id=variant_id,

@@ -18,6 +18,7 @@ from filelock import FileLock
 
 from lokal import hardware
 from lokal.catalog.cache import Cache
+from lokal.catalog.demo import DEMO_ALIAS, demo_spec
 from lokal.catalog.durable import atomic_write_text
 from lokal.catalog.parse import (
     SKIPPED,
@@ -81,6 +82,13 @@ def builtin_specs() -> list[ModelSpec]:
     return parse_catalog(text, f"lokal/catalog/{BUILTIN_RESOURCE} (built-in)")
 
 
+def _with_demo(settings: Settings, builtin: list[ModelSpec]) -> list[ModelSpec]:
+    """Built-ins plus the offline demo model while its file exists (it never goes into catalog.yaml)."""
+    demo = demo_spec(settings)
+    rest = [s for s in builtin if s.alias != DEMO_ALIAS]
+    return [*rest, demo] if demo is not None else rest
+
+
 _USER_HEADER = (
     "# lokal user catalog: entries here override built-in models of the same alias.\n"
     "# Schema: see docs/catalog.md. `lokal model add` and `lokal model remove` rewrite this file.\n"
@@ -110,11 +118,11 @@ class Catalog:
             user = read_user_catalog(settings.user_catalog)
         except CatalogError as exc:
             user = UserCatalog(problems=[Problem(exc.message + "; no user entries loaded")])
-        return cls(settings, builtin_specs(), user.specs, user.problems)
+        return cls(settings, _with_demo(settings, builtin_specs()), user.specs, user.problems)
 
     def with_user(self, user: UserCatalog) -> Catalog:
-        """The same built-in entries with another user catalog (a hot reload)."""
-        return Catalog(self.settings, self._builtin, user.specs, user.problems)
+        """The same built-in entries with another user catalog (a hot reload); the demo as its file says."""
+        return Catalog(self.settings, _with_demo(self.settings, self._builtin), user.specs, user.problems)
 
     @property
     def problems(self) -> list[Problem]:

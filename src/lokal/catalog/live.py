@@ -12,6 +12,7 @@ import os
 import threading
 
 from lokal.catalog.catalog import Catalog
+from lokal.catalog.demo import demo_path
 from lokal.catalog.parse import CatalogError, Problem, read_user_catalog
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
@@ -21,7 +22,8 @@ log = logging.getLogger("lokal.catalog")
 # What identifies one version of the file. The size and inode matter beside the mtime: an editor that
 # truncates and then writes can do both within one mtime tick, and a read in between (an empty file) must
 # not stick until the next write.
-Stamp = tuple[int, int, int, int] | None
+# The demo model's file is part of it: `lokal serve` writes it after the catalog was first read.
+Stamp = tuple[tuple[int, int, int, int] | None, bool]
 
 
 def _report(problems: list[Problem]) -> None:
@@ -38,13 +40,14 @@ class LiveCatalog:
         _report(self._catalog.problems)
 
     def _fingerprint(self) -> Stamp:
+        demo = demo_path(self.settings).exists()
         try:
             st = os.stat(self.settings.user_catalog)
         except FileNotFoundError:
-            return None
+            return None, demo
         except OSError:
-            return (-1, -1, -1, -1)  # unreadable: the reload says why
-        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+            return (-1, -1, -1, -1), demo  # unreadable: the reload says why
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns), demo
 
     def current(self) -> Catalog:
         stamp = self._fingerprint()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lokal.catalog.catalog import Catalog
+from lokal.catalog.demo import DEMO_ALIAS, DEMO_CONTEXT, DEMO_QUANT, demo_path, demo_spec
 from lokal.catalog.spec import ModelSpec, Variant, is_safe_name
 from lokal.config import Settings
 from lokal.engines.synthetic import QUANTS, ModelShape, shape_for, write_gguf
@@ -17,8 +18,7 @@ SYNTH_NOTE = (
 )
 
 # The model `lokal serve` falls back to when nothing real can be had offline: small enough to write in a blink.
-DEMO_ALIAS = "lokal-demo-synthetic"
-DEMO_SHAPE = ModelShape(n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=4096, n_ctx=4096)
+DEMO_SHAPE = ModelShape(n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=4096, n_ctx=DEMO_CONTEXT)
 
 
 def synth_path(settings: Settings, alias: str, quant: str) -> Path:
@@ -100,8 +100,15 @@ def _register(
 
 
 def ensure_demo(settings: Settings) -> ModelSpec:
-    catalog = Catalog.load(settings)
-    spec = catalog.get(DEMO_ALIAS)
-    if spec is not None and spec.variants[0].path and Path(spec.variants[0].path).exists():
+    """Write the demo GGUF if it is missing. The user catalog is not touched: `Catalog.load` lists the demo
+    while its file exists (lokal.catalog.demo)."""
+    spec = demo_spec(settings)
+    if spec is not None:
         return spec
-    return synthesize(settings, "demo", "q8_0", DEMO_ALIAS, shape=DEMO_SHAPE)
+    write_gguf(demo_path(settings), DEMO_SHAPE, DEMO_QUANT, like="demo")  # removes its own .part on failure
+    spec = demo_spec(settings)
+    assert spec is not None  # just written
+    return spec
+
+
+__all__ = ["DEMO_ALIAS", "SYNTH_NOTE", "ensure_demo", "synth_path", "synthesize"]

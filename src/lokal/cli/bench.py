@@ -11,16 +11,36 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from lokal.bench.config import BenchConfig, LoadPattern, Sweep, default_api_key, default_endpoint, parse_models
-from lokal.bench.diff import diff_markdown, diff_results, diff_table, only_in
+from lokal.bench.config import BenchConfig, LoadPattern, Sweep, default_api_key, parse_models
+from lokal.bench.diff import diff_csv, diff_html, diff_markdown, diff_results, diff_table, only_in, unlike_configs
 from lokal.bench.metrics import SLO
 from lokal.bench.prompts import load_prompts
-from lokal.bench.report import FORMATS, format_for, rich_table, to_csv, to_json, to_markdown, write_report
+from lokal.bench.report import (
+    FORMATS,
+    format_for,
+    rich_table,
+    to_csv,
+    to_json,
+    to_markdown,
+    verdict_lines,
+    write_report,
+)
 from lokal.bench.result import BenchResult
 from lokal.bench.runner import ProgressEvent, run_bench
+from lokal.bench.verdict import verdict
+from lokal.cli import target
+from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False, add_completion=False)
 err = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    """Results console; piped output gets wide lines so no cell (a model name, a verdict) is cut short."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = 200
+    return console
 
 
 def _fail(message: str) -> typer.Exit:
@@ -66,7 +86,9 @@ def _emit(result: BenchResult, fmt: str | None, outputs: list[Path], quiet: bool
     if fmt == "html" and not outputs:
         raise _fail("--format html needs --output FILE.html (it writes PNG plots next to it)")
     if not quiet:
-        Console().print(rich_table(result))
+        _stdout().print(rich_table(result))
+        for i, line in enumerate(verdict_lines(verdict(result))):
+            _stdout().print(line, style="bold" if i == 0 else ("yellow" if "SYNTHETIC" in line else "dim"))
     for m in result.models:
         if m.error:
             err.print(f"[{'red' if m.status == 'failed' else 'yellow'}]{m.name}: {m.status}: {m.error}")
@@ -90,9 +112,12 @@ def bench(
             "--endpoint",
             "-e",
             envvar="LOKAL_BENCH_ENDPOINT",
-            help="OpenAI-compatible base URL (default: the local lokal, http://127.0.0.1:5273/v1).",
+            help="Any OpenAI-compatible base URL, used as given [the lokal server's /v1, see --base-url].",
         ),
     ] = None,
+    base_url: BaseUrlOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
     api_key: Annotated[
         str | None,
         typer.Option("--api-key", envvar="LOKAL_BENCH_API_KEY", help="Bearer key for the endpoint."),
@@ -131,7 +156,6 @@ def bench(
         int,
         typer.Option(
             "--concurrency",
-            "-c",
             envvar="LOKAL_BENCH_CONCURRENCY",
             min=1,
             help="Requests kept in flight (closed loop).",
@@ -186,7 +210,7 @@ def bench(
 ) -> None:
     """Benchmark models: TTFT, ITL/TPOT, latency, tokens/s and goodput under a chosen load pattern.
 
-    Example: lokal bench -e http://127.0.0.1:5273/v1 -m qwen2.5-0.5b --rounds 5 --format json -o r.json
+    Example: lokal bench -m qwen2.5-0.5b --rounds 5 -o r.json -o r.html
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -203,7 +227,7 @@ def bench(
         )
         config = BenchConfig(
             models=parse_models(model),
-            endpoint=endpoint or default_endpoint(),
+            endpoint=endpoint or target.api(target.root(base_url, host, port)),
             api_key=api_key or default_api_key(endpoint),
             prompts=load_prompts(prompts),
             rounds=rounds,
@@ -242,50 +266,62 @@ def bench(
         raise typer.Exit(1)
 
 
+DIFF_FORMATS = ("table", "md", "json", "csv", "html")
+
+
 @app.command("diff")
 def diff(
     a: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Baseline run (JSON).")],
     b: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="New run (JSON).")],
-    threshold: Annotated[float, typer.Option("--threshold", help="Percent change that counts as a regression.")] = 10.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, md or json.")] = "table",
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Least change, percent, that can count as a regression.")
+    ] = 10.0,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(DIFF_FORMATS)}.")] = "table",
     fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="Exit 1 on a regression.")] = False,
+    allow_unlike: Annotated[
+        bool,
+        typer.Option("--allow-unlike", help="Compare runs made under different settings anyway (with a warning)."),
+    ] = False,
 ) -> None:
-    """Compare two `lokal bench --format json` runs, model by model."""
+    """Compare two `lokal bench` JSON runs, model by model; a regression must exceed the runs' own noise."""
+    if fmt not in DIFF_FORMATS:
+        raise _fail(f"--format must be one of {', '.join(DIFF_FORMATS)}")
     try:
         ra, rb = BenchResult.load(a), BenchResult.load(b)
     except (ValueError, KeyError) as exc:
         raise _fail(str(exc)) from exc
+    unlike = unlike_configs(ra, rb)
+    if unlike and not allow_unlike:
+        raise _fail(
+            f"{a.name} and {b.name} were run under different settings, so their figures are not comparable: "
+            + "; ".join(unlike)
+            + ". Rerun with the same settings, or pass --allow-unlike to compare anyway."
+        )
+    warnings = [f"runs differ in settings (--allow-unlike): {'; '.join(unlike)}"] if unlike else []
     rows = diff_results(ra, rb, threshold_pct=threshold)
     gone, new = only_in(ra, rb)
     if fmt == "json":
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "rows": [
-                        {
-                            "model": r.model,
-                            "metric": r.metric,
-                            "a": r.a,
-                            "b": r.b,
-                            "delta_pct": r.delta_pct,
-                            "regressed": r.regressed,
-                        }
-                        for r in rows
-                    ],
-                    "only_in_a": gone,
-                    "only_in_b": new,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        body = {"rows": [r.to_dict() for r in rows], "only_in_a": gone, "only_in_b": new, "warnings": warnings}
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
     elif fmt == "md":
-        sys.stdout.write(diff_markdown(rows))
+        sys.stdout.write(diff_markdown(rows, warnings))
+    elif fmt == "csv":
+        sys.stdout.write(diff_csv(rows))
+    elif fmt == "html":
+        sys.stdout.write(diff_html(rows, warnings, title=f"{a.name} -> {b.name}"))
     else:
-        Console().print(diff_table(rows, title=f"{a.name} -> {b.name}"))
+        _stdout().print(diff_table(rows, title=f"{a.name} -> {b.name}"))
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}")
     if gone or new:
         err.print(f"only in A: {gone or '-'}; only in B: {new or '-'}")
-    if fail_on_regression and any(r.regressed for r in rows):
+    regressions = [r for r in rows if r.regressed]
+    noisy = sum(r.verdict == "within noise" for r in rows)
+    err.print(
+        f"{len(regressions)} regression(s) beyond {threshold:g}% and the runs' noise"
+        + (f"; {noisy} change(s) within noise (95% bootstrap interval crosses zero)" if noisy else "")
+    )
+    if fail_on_regression and regressions:
         raise typer.Exit(1)
 
 

@@ -34,7 +34,12 @@ def command(
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="LOKAL_RAG_API_KEY")] = None,
     host: Annotated[str, typer.Option(help="Interface for the chat UI.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the chat UI.")] = 8000,
-    k: Annotated[int, typer.Option("-k", min=1, max=10, help="Passages per answer.")] = 4,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=10, help="Passages per answer.")] = 4,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Similarity a passage needs to be used [0.25].")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, max=2.0, help="Sampling temperature [0.1].")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per answer [512].")] = None,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = True,
 ) -> None:
     """Launch the Chainlit chat UI (pip install "lokal[chat]")."""
@@ -44,13 +49,26 @@ def command(
     settings = get_settings()
     root = settings.home / "chat"  # Chainlit keeps its config and uploads in its working folder
     root.mkdir(parents=True, exist_ok=True)
+    from importlib.metadata import version
+
+    from lokal.rag.chat_setup import prepare_root
+
+    prepare_root(root, version("chainlit"))  # lokal's readme and config: uploads on, nothing from the internet
     env = dict(os.environ)
     env["CHAINLIT_APP_ROOT"] = str(root)
     env["LOKAL_CHAT_COLLECTION"] = collection
     env["LOKAL_CHAT_K"] = str(k)
-    for key, value in (("MODEL", model), ("BASE_URL", base_url), ("API_KEY", api_key)):
-        if value:
-            env[f"LOKAL_CHAT_{key}"] = value
+    chosen = {
+        "MODEL": model,
+        "BASE_URL": base_url,
+        "API_KEY": api_key,
+        "MIN_SCORE": min_score,
+        "TEMPERATURE": temperature,
+        "MAX_TOKENS": max_tokens,
+    }
+    for key, value in chosen.items():
+        if value is not None and value != "":
+            env[f"LOKAL_CHAT_{key}"] = str(value)
     cmd = chainlit_command(host, port, headless=not open_browser)
     typer.echo(f"lokal chat on http://{host}:{port} (collection {collection}); Ctrl-C to stop")
     proc = subprocess.Popen(cmd, cwd=root, env=env)

@@ -9,12 +9,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lokal.bench.compare import CompareConfig, HybridPolicy, annotation_template, run_compare
-from lokal.bench.compare_report import rich_tables, to_markdown, write_compare
-from lokal.bench.config import ModelEntry, Price, default_api_key, default_endpoint
+from lokal.bench.compare_report import rich_tables, to_html, to_json, to_markdown, write_compare
+from lokal.bench.config import ModelEntry, Price, default_api_key
 from lokal.bench.costs import LocalCost, PriceTable
 from lokal.bench.prompts import load_prompts
+from lokal.cli import target
+from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
 
 err = Console(stderr=True)
 
@@ -35,9 +38,12 @@ def command(
             "--endpoint",
             "-e",
             envvar=["LOKAL_COMPARE_ENDPOINT", "LOKAL_BENCH_ENDPOINT"],
-            help="OpenAI-compatible base URL [default: local lokal].",
+            help="Any OpenAI-compatible base URL, used as given [the lokal server's /v1, see --base-url].",
         ),
     ] = None,
+    base_url: BaseUrlOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
     large_endpoint: Annotated[
         str | None,
         typer.Option("--large-endpoint", help="Where the large model lives, if elsewhere (e.g. a GPU box)."),
@@ -87,15 +93,17 @@ def command(
     device_cost: Annotated[float, typer.Option("--device-cost-per-hour", help="Local $/hour.")] = 0.0,
     watts: Annotated[float | None, typer.Option("--watts", help="Mean power draw for an energy estimate.")] = None,
     kwh_price: Annotated[float, typer.Option("--kwh-price")] = 0.30,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or md.")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Report file (.json or .md).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, md or html.")] = "table",
+    output: Annotated[
+        list[Path] | None, typer.Option("--output", "-o", help="Report file(s): .json, .md or .html.")
+    ] = None,
 ) -> None:
     """SLM vs LLM on the same prompts: latency, tokens, tokens/s, memory, outputs, rubric scores, costs.
 
     Example: lokal compare -s qwen2.5-0.5b -l phi-4-mini --refine-over-chars 300 --large-price 0.15,0.6
     """
-    if fmt not in ("table", "json", "md"):
-        err.print("[red]error:[/red] --format must be table, json or md")
+    if fmt not in ("table", "json", "md", "html"):
+        err.print("[red]error:[/red] --format must be table, json, md or html")
         raise typer.Exit(2)
     try:
         policy = (
@@ -112,7 +120,7 @@ def command(
         cfg = CompareConfig(
             small=ModelEntry(name=small, price=_price(small_price)),
             large=ModelEntry(name=large, endpoint=large_endpoint, price=_price(large_price)),
-            endpoint=endpoint or default_endpoint(),
+            endpoint=endpoint or target.api(target.root(base_url, host, port)),
             api_key=api_key or default_api_key(endpoint),
             prompts=load_prompts(prompts),
             rounds=rounds,
@@ -129,19 +137,41 @@ def command(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
 
-    with err.status(f"comparing {small} and {large}…"):
-        result = run_compare(cfg)
-    if output is not None:
-        err.print(f"wrote {write_compare(result, output)}")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+        names = {"small": small, "large": large, "refine": f"refine with {large}", "judge": f"judge {judge}"}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(names.get(stage, stage), total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        result = run_compare(cfg, on_progress=on_progress)
+        for stage in ("refine", "judge"):
+            if stage in tasks:
+                progress.update(tasks[stage], completed=progress.tasks[tasks[stage]].total)
+    for out in output or []:
+        try:
+            err.print(f"wrote {write_compare(result, out)}")
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
     if write_annotations is not None:
         write_annotations.write_text(json.dumps(annotation_template(result), indent=2), encoding="utf-8")
         err.print(f"wrote {write_annotations} (fill in 1-5 scores, then pass it with --annotations)")
     if fmt == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        sys.stdout.write(to_json(result) + "\n")
     elif fmt == "md":
         sys.stdout.write(to_markdown(result))
+    elif fmt == "html":
+        sys.stdout.write(to_html(result))
     else:
-        Console().print(rich_tables(result))
+        console = Console()
+        if not console.is_terminal:
+            console.width = 200  # piped: full model names, one row per role
+        console.print(rich_tables(result))
     for m in (result.small, result.large):
         if m.error:
             err.print(f"[{'red' if m.status == 'failed' else 'yellow'}]{m.name}: {m.status}: {m.error}")

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -35,8 +36,30 @@ service_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect th
 model_app = typer.Typer(no_args_is_help=True, help="List, download, load and run models.")
 cache_app = typer.Typer(no_args_is_help=True, help="The local model cache.")
 app.add_typer(service_app, name="service")
+# The newer Foundry CLI calls the service "server" (`foundry server status|logs`); the same verbs answer both.
+app.add_typer(service_app, name="server", help="The background lokal server (the newer CLI's name for service).")
 app.add_typer(model_app, name="model")
 app.add_typer(cache_app, name="cache")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from lokal.cli.main import version
+
+        # The number first, as Foundry prints it: scripts that read `foundry --version` take the first word.
+        typer.echo(f"{version()} (lokal, answering Foundry Local's CLI and REST API)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Foundry Local's CLI, answered by lokal (models run behind http://127.0.0.1:5273/v1)."""
+
 
 STARTING_WAIT_S = 60.0  # how long `service status` waits for a server that is still starting
 
@@ -129,6 +152,12 @@ def _cached_ids(client: httpx.Client) -> set[str]:
     return set(_get(client, "/openai/models"))
 
 
+def _synthetic_aliases(client: httpx.Client) -> set[str]:
+    """Aliases whose model card says random weights (Foundry's list has no such field; lokal's cards do)."""
+    cards = (_get(client, "/v1/models", all="true") or {}).get("data") or []
+    return {c["id"] for c in cards if isinstance(c, dict) and (c.get("lokal") or {}).get("synthetic") is True}
+
+
 def _mb(n: int | float) -> str:
     if n >= 1024:
         return f"{n / 1024:.2f} GB"
@@ -183,6 +212,31 @@ def service_restart() -> None:
     typer.echo(f"Service is started on {info.url}/, PID {info.pid}!")
 
 
+@service_app.command("logs")
+def service_logs(
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="How many of the last lines.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
+) -> None:
+    """The background server's log (LOKAL_HOME/logs/service.log): its last lines, or followed as it grows."""
+    import time
+
+    path = service.log_path()
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh.readlines()[-lines:]:
+                typer.echo(line.rstrip("\n"))
+            while follow:
+                line = fh.readline()
+                if line:
+                    typer.echo(line.rstrip("\n"))
+                else:
+                    time.sleep(0.2)
+    except FileNotFoundError:
+        _fail(f"no service log at {path} yet: the service has not been started with `foundry service start`")
+    except KeyboardInterrupt:
+        pass
+
+
 @service_app.command("ps")
 def service_ps() -> None:
     """Models loaded in the service, with memory and time left before they unload."""
@@ -209,17 +263,20 @@ def service_ps() -> None:
 # -- model -------------------------------------------------------------------------------------------------
 
 
+@model_app.command("ls", hidden=True)
 @model_app.command("list")
 def model_list() -> None:
     """Every catalog model, best variant for this machine first within each alias."""
     with _readable_errors(), _client(_running()) as client:
-        entries, cached = _catalog(client), _cached_ids(client)
+        entries, cached, synthetic = _catalog(client), _cached_ids(client), _synthetic_aliases(client)
     typer.echo(f"{'Alias':<28} {'Device':<6} {'Task':<16} {'File Size':>10}  {'License':<14} Model ID")
     for e in entries:
         mark = "  (cached)" if e["name"] in cached else ""
         size = _mb(e["fileSizeMb"]) if e["fileSizeMb"] else "-"
+        # In the alias column: scripts that take the id from the end of the line, "(cached)" last, still can.
+        alias = f"{e['alias']} [SYNTHETIC]" if e["alias"] in synthetic else e["alias"]
         typer.echo(
-            f"{e['alias']:<28} {e['runtime']['deviceType']:<6} {e['task']:<16} {size:>10}  "
+            f"{alias:<28} {e['runtime']['deviceType']:<6} {e['task']:<16} {size:>10}  "
             f"{e['license'][:14]:<14} {e['name']}{mark}"
         )
 
@@ -228,10 +285,17 @@ def model_list() -> None:
 def model_info(
     model: Annotated[str, typer.Argument(help="Alias or model id.")],
     as_json: Annotated[bool, typer.Option("--json", help="The catalog entry as JSON.")] = False,
+    license: Annotated[bool, typer.Option("--license", help="Only the model's license.")] = False,
 ) -> None:
     """Details of the model the SDK would pick for this alias or id."""
     with _readable_errors(), _client(_running()) as client:
         entry, cached = pick(_catalog(client), model), _cached_ids(client)
+    if license:
+        typer.echo(f"License for {entry['name']}: {entry['license']}")
+        described = entry.get("licenseDescription")
+        if described and described != entry["license"]:
+            typer.echo(described)
+        return
     if as_json:
         typer.echo(json.dumps(entry, indent=2))
         return
@@ -286,8 +350,12 @@ def model_download(model: Annotated[str, typer.Argument(help="Alias or model id.
     typer.echo(f"Model {entry['name']} was downloaded.")
 
 
-def _load(client: httpx.Client, entry: dict[str, Any], ttl: int | None) -> None:
-    resp = client.get(f"/openai/load/{entry['name']}", params={"ttl": ttl} if ttl else None, timeout=None)
+def _load(client: httpx.Client, entry: dict[str, Any], ttl: int | None, keep: bool = False) -> None:
+    """Load; `keep` asks for no idle unload (Foundry's `unload=false`)."""
+    params: dict[str, Any] = {"ttl": ttl} if ttl else {}
+    if keep:
+        params["unload"] = "false"
+    resp = client.get(f"/openai/load/{entry['name']}", params=params or None, timeout=None)
     if resp.status_code >= 400:
         _fail(_server_message(resp))
 
@@ -320,9 +388,20 @@ def model_unload(
     typer.echo(f"Model {entry['name']} unloaded." if unloaded else f"Model {entry['name']} was not loaded.")
 
 
-def _chat(client: httpx.Client, model_id: str, messages: list[dict[str, str]], max_tokens: int) -> str:
-    body = {"model": model_id, "messages": messages, "stream": True, "max_tokens": max_tokens}
+def _chat(
+    client: httpx.Client, model_id: str, messages: list[dict[str, str]], max_tokens: int, verbose: bool = False
+) -> str:
+    import time
+
+    body = {
+        "model": model_id,
+        "messages": messages,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "stream_options": {"include_usage": True},
+    }
     parts: list[str] = []
+    started, first, tokens = time.perf_counter(), None, None
     with client.stream("POST", "/v1/chat/completions", json=body, timeout=None) as resp:
         if resp.status_code >= 400:
             resp.read()
@@ -334,12 +413,30 @@ def _chat(client: httpx.Client, model_id: str, messages: list[dict[str, str]], m
             chunk = json.loads(data)
             if "error" in chunk:
                 _fail(str(chunk["error"].get("message", chunk["error"])))
+            if chunk.get("usage"):
+                tokens = chunk["usage"].get("completion_tokens")
             for choice in chunk.get("choices", []):
                 text = (choice.get("delta") or {}).get("content") or ""
+                if text and first is None:
+                    first = time.perf_counter()
                 parts.append(text)
                 typer.echo(text, nl=False)
     typer.echo("")
+    if verbose:
+        _stats(time.perf_counter() - started, None if first is None else first - started, tokens)
     return "".join(parts)
+
+
+def _stats(total: float, ttft: float | None, tokens: int | None) -> None:
+    """What `--verbose` adds after each answer, on stderr so the answer itself stays clean."""
+    shown = [f"total {total:.2f}s"]
+    if ttft is not None:
+        shown.append(f"time to first token {ttft:.2f}s")
+    if tokens is not None:
+        shown.append(f"{tokens} tokens")
+        if ttft is not None and total > ttft and tokens > 1:
+            shown.append(f"{(tokens - 1) / (total - ttft):.1f} tokens/s")
+    typer.echo("[" + ", ".join(shown) + "]", err=True)
 
 
 @model_app.command("run")
@@ -347,31 +444,64 @@ def model_run(
     model: Annotated[str, typer.Argument(help="Alias or model id.")],
     prompt: Annotated[str | None, typer.Option(help="Answer this one prompt and exit.")] = None,
     ttl: Annotated[int | None, typer.Option(help="Unload after this many idle seconds.")] = None,
+    retain: Annotated[
+        bool | None,
+        typer.Option(
+            "--retain/--no-retain",
+            help="--retain: keep the model loaded after the session, with no idle unload; "
+            "--no-retain: unload it when the session ends. [default: loaded, unloaded after the TTL]",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print load time, time to first token and tokens/s (stderr).")
+    ] = False,
     max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 512,
 ) -> None:
     """Download (when needed), load and chat: one-shot with --prompt, else interactive until EOF or 'exit'."""
+    import time
+
     with _readable_errors(), _client(_running(), timeout=None) as client:
         entry = pick(_catalog(client), model)
+        if verbose:
+            typer.echo(f"Model {entry['name']} ({entry['alias']}), service {client.base_url}", err=True)
         if entry["name"] not in _cached_ids(client):
             _download(client, entry)
-        _load(client, entry, ttl)
-        if prompt is not None:
-            _chat(client, entry["name"], [{"role": "user", "content": prompt}], max_tokens)
-            return
-        typer.echo(f"Chatting with {entry['alias']} ({entry['name']}). Type 'exit' or press Ctrl-D to leave.")
-        history: list[dict[str, str]] = []
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                break
-            if line.strip() in {"exit", "/exit", "/bye"}:
-                break
-            if not line.strip():
-                continue
-            history.append({"role": "user", "content": line})
-            answer = _chat(client, entry["name"], history, max_tokens)
-            history.append({"role": "assistant", "content": answer})
+        started = time.perf_counter()
+        _load(client, entry, ttl, keep=retain is True and ttl is None)
+        if verbose:
+            typer.echo(f"Model loaded in {time.perf_counter() - started:.2f}s", err=True)
+        try:
+            _session(client, entry, prompt, max_tokens, verbose)
+        finally:
+            if retain is False:
+                _get(client, f"/openai/unload/{entry['name']}", force="true")
+                if verbose:
+                    typer.echo(f"Model {entry['name']} unloaded (--no-retain).", err=True)
+
+
+def _session(client: httpx.Client, entry: dict[str, Any], prompt: str | None, max_tokens: int, verbose: bool) -> None:
+    if prompt is not None:
+        _chat(client, entry["name"], [{"role": "user", "content": prompt}], max_tokens, verbose)
+        return
+    typer.echo(f"Chatting with {entry['alias']} ({entry['name']}). Type 'exit' or press Ctrl-D to leave.")
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if line.strip() in {"exit", "/exit", "/bye"}:
+            break
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        answer = _chat(client, entry["name"], history, max_tokens, verbose)
+        history.append({"role": "assistant", "content": answer})
+
+
+# The newer Foundry CLI's `foundry run ALIAS`: the same as `foundry model run`.
+app.command("run", help="Download, load and chat with a model (the same as `foundry model run`).")(model_run)
 
 
 # -- cache -------------------------------------------------------------------------------------------------
@@ -383,6 +513,34 @@ def cache_location() -> None:
     typer.echo(f"Cache directory path: {get_settings().models_dir}")
 
 
+@cache_app.command("pwd")
+def cache_pwd() -> None:
+    """Print the cache folder (as `cache location`)."""
+    typer.echo(f"Cache directory path: {get_settings().models_dir}")
+
+
+@cache_app.command("cd")
+def cache_cd(
+    path: Annotated[Path, typer.Argument(help="Folder to keep models in from now on.")],
+) -> None:
+    """Keep models in another folder. lokal's cache is LOKAL_HOME/models: it becomes a link to PATH. Models
+    already in the cache are not moved (as with Foundry); a running service is restarted to see the change."""
+    from lokal.cli.cache_dir import CacheDirError, point_cache_at
+
+    settings = get_settings()
+    try:
+        target = point_cache_at(settings.models_dir, path)
+    except CacheDirError as exc:
+        _fail(str(exc))
+    typer.echo(f"Cache directory path: {target}")
+    info = service.status()
+    if info is not None and info.ready:
+        with _readable_errors():
+            service.restart()
+        typer.echo("Service restarted to use the new cache directory.")
+
+
+@cache_app.command("ls", hidden=True)
 @cache_app.command("list")
 def cache_list() -> None:
     """Models in the cache (downloaded, or brought with `lokal model add`)."""

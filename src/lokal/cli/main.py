@@ -15,8 +15,28 @@ app = typer.Typer(
 )
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("lokal")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lokal {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print lokal's version and exit."
+    ),
+) -> None:
     """lokal: local models behind an OpenAI-compatible API (default http://127.0.0.1:5273/v1)."""
 
 

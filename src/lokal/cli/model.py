@@ -25,6 +25,7 @@ from rich.table import Table
 from lokal.catalog.cache import Cache
 from lokal.catalog.catalog import Catalog
 from lokal.catalog.spec import Device, ModelSpec, Variant
+from lokal.cli import target
 from lokal.config import Settings, get_settings
 from lokal.errors import LokalError
 from lokal.hardware import KNOWN_DEVICES
@@ -101,11 +102,13 @@ def list_models(
     ] = False,
     task: Annotated[str | None, typer.Option(help="Only this task: chat-completion or embeddings.")] = None,
     cached: Annotated[bool, typer.Option("--cached", help="Only models already on disk.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row, as a list.")] = False,
 ) -> None:
     """List catalog models: alias, device, variant, task, size, license, cached?"""
     with readable_errors():
         catalog = load_catalog()
         cache = Cache(catalog.settings)
+        rows: list[dict[str, Any]] = []
         table = Table(title=f"lokal catalog (devices: {', '.join(catalog.devices)})", show_lines=False)
         for col in ("Alias", "Device", "Variant", "Task", "Size", "License", "Cached", "Notes"):
             table.add_column(col, overflow="fold")
@@ -119,6 +122,19 @@ def list_models(
                 is_cached = cache.is_cached(variant)
                 if cached and not is_cached:
                     continue
+                rows.append(
+                    {
+                        "alias": spec.alias,
+                        "device": variant.device,
+                        "variant": variant.id,
+                        "task": spec.task,
+                        "size_bytes": variant.size_bytes,
+                        "license": spec.license,
+                        "cached": is_cached,
+                        "synthetic": spec.synthetic,
+                        "origin": catalog.origin(spec.alias),
+                    }
+                )
                 table.add_row(
                     spec.alias,
                     variant.device,
@@ -129,6 +145,9 @@ def list_models(
                     "[green]yes[/]" if is_cached else "no",
                     _notes(catalog, spec),
                 )
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
         out().print(table)
 
 
@@ -144,12 +163,44 @@ def _info(catalog: Catalog, spec: ModelSpec, variant: Variant) -> dict[str, Any]
 
 
 @app.command("info")
-def info(name: Annotated[str, typer.Argument(help="Alias or variant id.")]) -> None:
-    """Everything the catalog knows about a model, as JSON."""
+def info(
+    name: Annotated[str, typer.Argument(help="Alias or variant id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Everything the catalog knows, as JSON.")] = False,
+) -> None:
+    """What a model is, for a person (like `ollama show`); --json for everything, for scripts."""
     with readable_errors():
         catalog = load_catalog()
         spec, variant = catalog.resolve(name)
-        typer.echo(json.dumps(_info(catalog, spec, variant), indent=2))
+        data = _info(catalog, spec, variant)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+            return
+        table = Table(
+            title=f"{spec.alias}" + (" [yellow](SYNTHETIC: random weights)[/]" if spec.synthetic else ""),
+            show_header=False,
+            box=None,
+        )
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        params = f"{spec.parameters_b:g} B" if spec.parameters_b else "-"
+        for key, value in (
+            ("name", spec.display_name),
+            ("variant", f"{variant.id} ({variant.device}, {variant.engine})"),
+            ("task", spec.task),
+            ("parameters", params),
+            ("quantization", variant.quant or "-"),
+            ("context length", f"{spec.context_length:,}"),
+            ("size", human_size(variant.size_bytes)),
+            ("capabilities", ", ".join(spec.capabilities) or "-"),
+            ("license", spec.license),
+            ("publisher", spec.publisher),
+            ("cached", "yes" if data["cached"] else f"no (lokal model download {spec.alias})"),
+            ("path", data["path"] or "-"),
+            ("catalog", data["origin"]),
+            ("description", spec.description or "-"),
+        ):
+            table.add_row(key, escape(str(value)))
+        out().print(table)
 
 
 @app.command("download")
@@ -171,9 +222,7 @@ def download_model(
             out().print(f"{spec.alias} runs on a remote server ({variant.base_url}): nothing to download.")
             return
         if cache.is_cached(variant):
-            out().print(
-                f"[green]{spec.alias}[/] ({variant.id}) is already available at {cache.path_for(variant)}"
-            )
+            out().print(f"[green]{spec.alias}[/] ({variant.id}) is already available at {cache.path_for(variant)}")
             return
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -211,11 +260,9 @@ def add(
     alias: Annotated[str, typer.Option("--alias", help="Name to call it by.")],
     capabilities: Annotated[
         list[str] | None,
-        typer.Option("--capabilities", "-c", help="What it is good at, e.g. code,refactor (repeatable)."),
+        typer.Option("--capabilities", help="What it is good at, e.g. code,refactor (repeatable)."),
     ] = None,
-    context: Annotated[
-        int | None, typer.Option("--context", help="Context length (default: from GGUF).")
-    ] = None,
+    context: Annotated[int | None, typer.Option("--context", help="Context length (default: from GGUF).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best on this machine).")] = None,
     copy: Annotated[bool, typer.Option("--copy", help="Copy the file into the lokal cache.")] = False,
     license: Annotated[str, typer.Option(help="License to show in `model list`.")] = "unknown",
@@ -255,41 +302,62 @@ def add(
 
 
 @app.command("remove")
-def remove(name: Annotated[str, typer.Argument(help="Alias (or variant id).")]) -> None:
-    """Remove a model: its user catalog entry, and the files lokal downloaded or copied for it."""
+def remove(
+    name: Annotated[str, typer.Argument(help="Alias (or variant id).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    base_url: target.BaseUrlOpt = None,
+    host: target.HostOpt = None,
+    port: target.PortOpt = None,
+) -> None:
+    """Remove a model: its user catalog entry, and the files lokal downloaded or copied for it. Asks first
+    (showing the size); unloads it from the running server before anything is deleted."""
+    from lokal.cli import removal
+
     with readable_errors():
         catalog = Catalog.load(_settings())
         spec, _ = catalog.resolve(name)
         cache = Cache(catalog.settings)
-        said = False
-        freed = 0
-        kept: list[Path] = []
-        for variant in spec.variants:
-            if variant.engine == "remote":
-                continue
-            path = cache.path_for(variant)
-            if variant.path and not cache.is_managed(path):
-                if path.exists():
-                    kept.append(path)
-                continue
-            freed += cache.remove(variant)
-        if catalog.origin(spec.alias) == "user":
+        doomed = removal.deletable(cache, spec.variants)
+        kept = [
+            cache.path_for(v)
+            for v in spec.variants
+            if v.engine != "remote"
+            and v.path
+            and not cache.is_managed(cache.path_for(v))
+            and cache.path_for(v).exists()
+        ]
+        is_user = catalog.origin(spec.alias) == "user"
+        if not doomed and not is_user:
+            out().print(
+                f"{spec.alias} is a built-in model with nothing in the cache: nothing to remove "
+                "(built-in entries stay in the catalog)"
+            )
+            return
+        base = target.root(base_url, host, port)
+        loaded = removal.loaded_on(base, spec)
+        if not yes:
+            what = []
+            if is_user:
+                what.append(f"its entry in {catalog.settings.user_catalog}")
+            if doomed:
+                size = human_size(sum(n for _, _, n in doomed))
+                what.append(f"{size} of files ({', '.join(str(p) for _, p, _ in doomed)})")
+            note = f" It is loaded on {base} and will be unloaded first." if loaded else ""
+            typer.confirm(f"remove {spec.alias}: {' and '.join(what)}?{note}", abort=True)
+        removal.unload(base, loaded)
+        for variant_id in loaded:
+            out().print(f"unloaded {variant_id} from {base}")
+        freed = sum(cache.remove(v) for v, _, _ in doomed)
+        if is_user:
             revealed = catalog.overrides_builtin(spec.alias)
             catalog.remove_user_model(spec.alias)
             out().print(f"removed {spec.alias} from {catalog.settings.user_catalog}")
             if revealed:
                 out().print(f"  the built-in {spec.alias} is visible again")
-            said = True
         if freed:
             out().print(f"deleted cached files of {spec.alias} ({human_size(freed)} freed)")
-            said = True
         for path in kept:
             out().print(f"  left {path} in place: lokal did not create it")
-        if not said:
-            out().print(
-                f"{spec.alias} is a built-in model with nothing in the cache: nothing to remove "
-                "(built-in entries stay in the catalog)"
-            )
 
 
 def parse_device(value: str | None) -> Device | None:

@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
-import httpx
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lokal.cli import ps_rows
+from lokal.cli import ps_rows, target
 from lokal.cli.model import app, err_out, fail, human_size, out, readable_errors
+from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
 from lokal.config import get_settings
-
-
-def _server() -> str:
-    return get_settings().base_url
-
-
-def _call(method: str, path: str, **params: Any) -> Any:
-    url = _server() + path
-    try:
-        resp = httpx.request(method, url, params={k: v for k, v in params.items() if v is not None}, timeout=600)
-    except httpx.ConnectError:
-        fail(f"no lokal server at {_server()}; start one with `lokal serve` (or set LOKAL_HOST/LOKAL_PORT)")
-    if resp.status_code >= 400:
-        try:
-            fail(resp.json()["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            fail(f"{resp.status_code}: {resp.text[:200]}")
-    try:
-        return resp.json()
-    except ValueError:
-        fail(f"the server at {_server()} answered {path} with something that is not JSON: {resp.text[:200]!r}")
 
 
 @app.command("synth")
@@ -42,6 +21,10 @@ def synth(
     like: Annotated[str, typer.Option(help="Real model whose shape to copy, e.g. qwen2.5-0.5b.")],
     quant: Annotated[str, typer.Option(help="f32, f16, q8_0 or q4_0.")] = "q8_0",
     alias: Annotated[str | None, typer.Option(help="Alias to register (default <like>-synthetic-<quant>).")] = None,
+    capabilities: Annotated[
+        list[str] | None,
+        typer.Option("--capabilities", help="What the router may send it, e.g. chat,code (repeatable)."),
+    ] = None,
 ) -> None:
     """Write a random-weight GGUF with the exact shape of a real model, and register it (labelled SYNTHETIC)."""
     from lokal.catalog.synth import synthesize
@@ -71,6 +54,7 @@ def synth(
                 like,
                 quant,
                 alias,
+                capabilities=[c.strip() for v in capabilities or [] for c in v.split(",") if c.strip()] or None,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         size = spec.variants[0].size_bytes
@@ -82,33 +66,49 @@ def synth(
 def load(
     name: Annotated[str, typer.Argument(help="Alias or variant id.")],
     ttl: Annotated[float | None, typer.Option(help="Idle seconds before unload.")] = None,
+    base_url: BaseUrlOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
 ) -> None:
     """Load a model into the running server."""
-    data = _call("POST", f"/lokal/models/{quote(name, safe='')}/load", ttl=ttl)
-    out().print(f"loaded [bold]{data['alias']}[/] ({data['id']}) in {data['load_seconds']:.2f}s")
+    base = target.root(base_url, host, port)
+    data = target.call(base, "POST", f"/lokal/models/{quote(name, safe='')}/load", ttl=ttl)
+    synthetic = target.is_synthetic(base, str(data["alias"]))
+    note = " [yellow](SYNTHETIC: random weights, its text is noise)[/]" if synthetic else ""
+    out().print(f"loaded [bold]{data['alias']}[/] ({data['id']}) on {base} in {data['load_seconds']:.2f}s{note}")
 
 
 @app.command("unload")
 def unload(
     name: Annotated[str, typer.Argument(help="Alias or variant id.")],
     force: Annotated[bool, typer.Option(help="Unload even with requests in flight.")] = False,
+    base_url: BaseUrlOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
 ) -> None:
     """Unload a model from the running server."""
-    data = _call("POST", f"/lokal/models/{quote(name, safe='')}/unload", force=str(force).lower())
-    out().print(f"unloaded {name}" if data["unloaded"] else f"{name} was not loaded")
+    base = target.root(base_url, host, port)
+    data = target.call(base, "POST", f"/lokal/models/{quote(name, safe='')}/unload", force=str(force).lower())
+    out().print(f"unloaded {name} from {base}" if data["unloaded"] else f"{name} was not loaded on {base}")
 
 
 @app.command("ps")
-def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def ps(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    base_url: BaseUrlOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+) -> None:
     """Models loaded in the running server: memory, TTL left, queue."""
-    data = _call("GET", "/lokal/ps")
+    base = target.root(base_url, host, port)
+    data = target.call(base, "GET", "/lokal/ps")
     if as_json:
         import json
 
         out().print_json(json.dumps(data))
         return
     rss = ps_rows.number(data.get("server_rss_bytes") if isinstance(data, dict) else None)
-    table = Table(title=f"loaded models (server RSS {human_size(None if rss is None else int(rss))})")
+    table = Table(title=f"loaded models on {base} (server RSS {human_size(None if rss is None else int(rss))})")
     for col in ("alias", "id", "engine", "memory", "load s", "TTL left s", "queue", "slots busy"):
         table.add_column(col)
     rows = ps_rows.models(data)
@@ -126,4 +126,4 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
             ps_rows.fmt(m.get("queue_depth")),
             slots,
         )
-    out().print(table if rows else "no models loaded")
+    out().print(table if rows else f"no models loaded on {base}")

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lokal.cli import target
 from lokal.config import get_settings
 from lokal.errors import LokalError
 
@@ -30,7 +31,10 @@ def command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not reuse or store step answers.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result at the end.")] = False,
     home: Annotated[Path | None, typer.Option("--home")] = None,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="The lokal server's /v1 URL.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", "-u", envvar="LOKAL_BASE_URL", help="The lokal server (/v1 optional)."),
+    ] = None,
     catalog: Annotated[Path | None, typer.Option("--catalog", help="Router catalog file.")] = None,
 ) -> None:
     """Plan TASK with a general model, solve each step with the routed model, condense with a summarizer."""
@@ -45,7 +49,7 @@ def command(
     try:
         r = build_router(
             home=h,
-            base_url=base_url or settings.base_url + "/v1",
+            base_url=target.api(target.root(base_url)),
             catalog_path=catalog,
             trace_path=trace_path,
             cache_path=None if no_cache else h / "router" / "cache.sqlite",

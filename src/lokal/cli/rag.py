@@ -15,9 +15,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lokal.errors import LokalError
+from lokal.errors import InvalidRequest, LokalError
 from lokal.rag.answer import DEFAULT_MAX_CONTEXT_CHARS, DEFAULT_MIN_SCORE, citation_label, make_client
 from lokal.rag.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS
+from lokal.rag.gate import Gate, apply_gate
 from lokal.rag.index import DEFAULT_COLLECTION, Index, delete_collection, list_collections
 from lokal.rag.retrieve import MODES, Hit, Mode, Retriever
 
@@ -30,7 +31,8 @@ CollectionOpt = Annotated[
     str, typer.Option("--collection", "-c", help="Collection name (one SQLite file in LOKAL_HOME/rag).")
 ]
 KOpt = Annotated[int, typer.Option("-k", "--top-k", min=1, max=100, help="How many chunks to retrieve.")]
-ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="bm25 | dense | hybrid (reciprocal rank fusion).")]
+# -m is --model everywhere in lokal's CLI, so --mode has no short flag.
+ModeOpt = Annotated[str, typer.Option("--mode", help="bm25 | dense | hybrid (reciprocal rank fusion).")]
 FilterOpt = Annotated[
     list[str] | None,
     typer.Option("--filter", "-f", help="KEY=PATTERN on chunk metadata (source, name, kind, heading, tags)."),
@@ -40,12 +42,8 @@ BaseUrlOpt = Annotated[
     str | None,
     typer.Option("--base-url", envvar="LOKAL_RAG_BASE_URL", help="OpenAI-compatible endpoint [lokal's /v1]."),
 ]
-ApiKeyOpt = Annotated[
-    str | None, typer.Option("--api-key", envvar="LOKAL_RAG_API_KEY", help="Endpoint API key.")
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Chat model [the endpoint's first chat model].")
-]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="LOKAL_RAG_API_KEY", help="Endpoint API key.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Chat model [the endpoint's first chat model].")]
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -91,9 +89,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (md, txt, html, pdf, csv).")],
     collection: CollectionOpt = DEFAULT_COLLECTION,
     max_chars: Annotated[int, typer.Option(min=50, help="Largest chunk, in characters.")] = DEFAULT_MAX_CHARS,
-    overlap: Annotated[
-        int, typer.Option(min=0, help="Characters repeated between chunks.")
-    ] = DEFAULT_OVERLAP_CHARS,
+    overlap: Annotated[int, typer.Option(min=0, help="Characters repeated between chunks.")] = DEFAULT_OVERLAP_CHARS,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE stored on every chunk.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,6 +98,14 @@ def ingest(
     from lokal.rag.ingest import ingest as run_ingest
 
     tags = _pairs(tag, "--tag")
+    # Checked before the collection is opened: a typo must not leave an empty collection behind.
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        err.print(f"[red]error:[/red] no such file or folder: {', '.join(escape(str(p)) for p in missing)}")
+        raise typer.Exit(1)
+    from lokal.rag.index import collection_path
+
+    is_new = _run(lambda: not collection_path(collection).exists())  # also checks the name
 
     def go() -> None:
         with Index.open(collection, create=True) as index:
@@ -121,9 +125,7 @@ def ingest(
                 def on_file(r: FileResult) -> None:
                     progress.update(task, advance=1, description=escape(Path(r.path).name))
                     if r.status == "skipped" and r.reason != "unsupported file type" and not as_json:
-                        progress.console.print(
-                            f"[yellow]skipped[/yellow] {escape(_shown(r.path))}: {escape(r.reason)}"
-                        )
+                        progress.console.print(f"[yellow]skipped[/yellow] {escape(_shown(r.path))}: {escape(r.reason)}")
 
                 report = run_ingest(
                     index,
@@ -135,6 +137,13 @@ def ingest(
                     on_file=on_file,
                 )
             docs, chunks = index.counts()
+        if is_new and docs == 0:
+            delete_collection(collection)  # nothing it could index: leave no empty collection behind
+            err.print(
+                f"[red]error:[/red] nothing to index in {', '.join(escape(str(p)) for p in paths)} "
+                "(md, txt, html, pdf, csv); no collection created"
+            )
+            raise typer.Exit(1)
         if as_json:
             out.print_json(json.dumps(report.to_dict() | {"documents": docs, "chunks": chunks}))
             return
@@ -154,18 +163,61 @@ def ingest(
     _run(go)
 
 
-def _print_hits(hits: list[Hit]) -> None:
+def _print_hits(hits: list[Hit], min_score: float) -> None:
     if not hits:
         out.print("no matching chunks")
         return
     for h in hits:
-        extra = [f"{name} {v:.3f}" for name, v in (("bm25", h.bm25), ("cos", h.dense)) if v is not None]
+        # Two decimals: 0.62 reads; 0.6213487 only looks precise. Similarity is what the gate compares.
+        parts = [] if h.dense is None else [f"similarity {h.dense:.2f}"]
+        if h.bm25 is not None:
+            parts.append(f"bm25 {h.bm25:.1f}")
+        below = h.dense is not None and h.dense < min_score
+        gate = f"  [yellow](below --min-score {min_score:.2f}: not used to answer)[/yellow]" if below else ""
         out.print(
             f"[bold]{h.rank}.[/bold] [cyan]{escape(_shown(h.source))}[/cyan] {escape(h.location)}  "
-            f"score {h.score:.4f} ({', '.join(extra)})"
+            f"{', '.join(parts)}{gate}"
         )
         snippet = " ".join(h.text.split())
         out.print(f"   {escape(snippet[:300])}{'…' if len(snippet) > 300 else ''}")
+
+
+MinScoreOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-score", help="Similarity (cosine, -1 to 1) a passage needs to be used; below it for all: refuse."
+    ),
+]
+InProcessOpt = Annotated[
+    bool,
+    typer.Option("--in-process", help="Search in this process even when a lokal server is up (slower start)."),
+]
+
+
+def _gated_search(
+    collection: str,
+    query: str,
+    *,
+    k: int,
+    mode: Mode,
+    filters: dict[str, str],
+    min_score: float,
+    max_context_chars: int,
+    in_process: bool,
+) -> tuple[Gate, str]:
+    """The gated search and where it ran: the running server's warm one when it can, else here."""
+    from lokal.cli.rag_remote import warm_search
+
+    if not in_process:
+        warm = warm_search(
+            collection, query, k=k, mode=mode, filters=filters, min_score=min_score,
+            max_context_chars=max_context_chars,
+        )  # fmt: skip
+        if warm is not None:
+            return warm.gate, warm.server
+    retriever = _open_retriever(collection)
+    hits = retriever.with_similarity(query, retriever.search(query, k=k, mode=mode, filters=filters))
+    return apply_gate(hits, min_score, max_context_chars), "in-process"
 
 
 @app.command()
@@ -175,19 +227,31 @@ def search(
     k: KOpt = 3,
     mode: ModeOpt = "hybrid",
     filters: FilterOpt = None,
+    min_score: MinScoreOpt = DEFAULT_MIN_SCORE,
+    in_process: InProcessOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the best chunks with their source file, location and score."""
+    """Print the best chunks with their source file, location and similarity (marked when below the gate)."""
     m, flt = _mode(mode), _pairs(filters, "--filter")
 
     def go() -> None:
-        hits = _open_retriever(collection).search(question, k=k, mode=m, filters=flt)
+        gate, where = _gated_search(
+            collection, question, k=k, mode=m, filters=flt, min_score=min_score,
+            max_context_chars=DEFAULT_MAX_CONTEXT_CHARS, in_process=in_process,
+        )  # fmt: skip
         if as_json:
-            out.print_json(
-                json.dumps({"collection": collection, "mode": m, "hits": [h.to_dict() for h in hits]})
-            )
-        else:
-            _print_hits(hits)
+            body = {
+                "collection": collection,
+                "mode": m,
+                "searched_on": where,
+                "gate": gate.to_dict(),
+                "refusal": gate.refusal(collection),
+                "hits": [h.to_dict() for h in gate.hits],
+            }
+            out.print_json(json.dumps(body))
+            return
+        _print_hits(gate.hits, min_score)
+        err.print(f"[dim]searched {'in this process' if where == 'in-process' else 'on ' + where}[/dim]")
 
     _run(go)
 
@@ -202,16 +266,15 @@ def ask(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
-    min_score: Annotated[
-        float, typer.Option(help="Cosine similarity a chunk needs to be used; below it for all: refuse.")
-    ] = DEFAULT_MIN_SCORE,
+    min_score: MinScoreOpt = DEFAULT_MIN_SCORE,
     max_context_chars: Annotated[int, typer.Option(min=100)] = DEFAULT_MAX_CONTEXT_CHARS,
     max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.1,
+    in_process: InProcessOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer from the collection only, streaming, with numbered citations; refuse if nothing is relevant."""
-    from lokal.rag.answer import ask as run_ask
+    from lokal.rag.answer import answer_from
 
     m, flt = _mode(mode), _pairs(filters, "--filter")
 
@@ -219,34 +282,41 @@ def ask(
         sys.stdout.write(token)
         sys.stdout.flush()
 
-    async def main() -> Any:
+    async def main() -> tuple[Any, bool, str]:
+        if not question.strip():
+            raise InvalidRequest("the question is empty", param="question")
+        gate, where = await asyncio.to_thread(
+            lambda: _gated_search(
+                collection, question, k=k, mode=m, filters=flt, min_score=min_score,
+                max_context_chars=max_context_chars, in_process=in_process,
+            )
+        )  # fmt: skip
         client = make_client(base_url, api_key)
         try:
-            return await run_ask(
-                _open_retriever(collection),
+            found = await answer_from(
+                gate,
                 question,
+                collection,
                 client=client,
                 model=model,
-                k=k,
-                mode=m,
-                filters=flt,
-                min_score=min_score,
-                max_context_chars=max_context_chars,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 on_token=None if as_json else on_token,
             )
+            return found, found.model is not None and await _synthetic(client, found.model), where
         finally:
             await client.close()
 
-    answer = _run(lambda: asyncio.run(main()))
+    answer, synthetic, where = _run(lambda: asyncio.run(main()))
     if as_json:
-        out.print_json(json.dumps(answer.to_dict()))
+        out.print_json(json.dumps(answer.to_dict() | {"synthetic": synthetic, "searched_on": where}))
         return
     if answer.refused:
         out.print(f"[yellow]{escape(answer.text)}[/yellow]")
         return
     sys.stdout.write("\n\n")
+    if synthetic:
+        out.print(f"[bold yellow]{escape(answer.model)} is SYNTHETIC: random weights, the answer above is noise[/]")
     if answer.cited:
         out.print("[bold]Sources[/bold]")
         listed = [(n, answer.sources[n - 1]) for n in answer.cited]
@@ -255,6 +325,16 @@ def ask(
         listed = list(enumerate(answer.sources, start=1))
     for n, h in listed:
         out.print(f"  {escape(citation_label(n, h))}  ({escape(_shown(h.source))})")
+
+
+async def _synthetic(client: Any, model: str) -> bool:
+    """Whether the endpoint's card for `model` says random weights (lokal's cards do; others say nothing)."""
+    try:
+        card = await client.models.retrieve(model)
+    except Exception:  # any endpoint trouble here only means "cannot say"; the answer is already printed
+        return False
+    facts = (card.model_extra or {}).get("lokal")
+    return isinstance(facts, dict) and facts.get("synthetic") is True
 
 
 @app.command("eval")
@@ -270,7 +350,7 @@ def evaluate(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
-    min_score: Annotated[float, typer.Option()] = DEFAULT_MIN_SCORE,
+    min_score: MinScoreOpt = DEFAULT_MIN_SCORE,
     max_tokens: Annotated[int, typer.Option(min=1)] = 256,
     as_json: JsonOpt = False,
 ) -> None:
@@ -308,13 +388,7 @@ def evaluate(
             escape(r.question[:60]),
             "-" if not r.expects_source else str(r.rank) if r.rank else "miss",
             "-" if r.f1 is None else f"{r.f1:.2f}",
-            "refused"
-            if r.refused
-            else "-"
-            if r.cited_expected is None
-            else "yes"
-            if r.cited_expected
-            else "no",
+            "refused" if r.refused else "-" if r.cited_expected is None else "yes" if r.cited_expected else "no",
             "-" if r.coverage is None else f"{r.coverage:.2f}",
         )
     out.print(table)

@@ -36,7 +36,10 @@ err = Console(stderr=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="LOKAL_HOME (default: from settings).")]
 BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="The lokal server's /v1 URL (default: from settings).")
+    str | None,
+    typer.Option(
+        "--base-url", "-u", envvar="LOKAL_BASE_URL", help="The lokal server (/v1 optional) [LOKAL_HOST:LOKAL_PORT]."
+    ),
 ]
 CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Router catalog (default: LOKAL_HOME/router.yaml).")]
 
@@ -46,7 +49,9 @@ def _home(home: Path | None) -> Path:
 
 
 def _base_url(base_url: str | None) -> str:
-    return base_url or get_settings().base_url + "/v1"
+    from lokal.cli import target
+
+    return target.api(target.root(base_url))
 
 
 def _fail(exc: Exception) -> None:

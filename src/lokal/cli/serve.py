@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lokal.config import DEFAULT_PORT
 
@@ -28,7 +32,7 @@ def command(
     ] = None,
     allowed_host: Annotated[
         list[str] | None,
-        typer.Option(help="Host name to answer besides localhost and IP addresses (repeatable; '*' = any).")
+        typer.Option(help="Host name to answer besides localhost and IP addresses (repeatable; '*' = any)."),
     ] = None,
     max_body_mb: Annotated[float | None, typer.Option(help="Largest request body, MiB (default 8).")] = None,
     metrics_public: Annotated[
@@ -41,10 +45,17 @@ def command(
         int | None, typer.Option(help="Concurrent sequences per llama.cpp model (continuous batching).")
     ] = None,
     pull: Annotated[bool, typer.Option(help="Download the default model when it is missing.")] = True,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info (one line per request and model load) or debug.")
+    ] = "info",
 ) -> None:
     """Start the server. With no model available offline it still starts, on a labelled synthetic demo model."""
     import uvicorn
+
+    if model is not None:
+        _check_model(home, model, pull)
+    # The port is taken before anything says "starting": a busy port is one clear error, nothing else printed.
+    sock = bind(host, port)
 
     overrides = {
         "LOKAL_HOST": host,
@@ -76,8 +87,60 @@ def command(
         return alias
 
     app = create_app(settings, prepare=prepare)
+    configure_logging(log_level)
     console.print(f"[bold]lokal[/] starting on {settings.base_url} (/health says 503 until the default model is ready)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    console.print(f"playground: [bold]{settings.base_url}/[/]   API: {settings.base_url}/v1")
+    # lokal's own access log (lokal.access) replaces uvicorn's: it also names the model and the tokens.
+    config = uvicorn.Config(app, log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _check_model(home: Path | None, model: str, pull: bool) -> None:
+    """A model named on the command line that cannot be served is an error before anything listens."""
+    from lokal.config import get_settings
+    from lokal.errors import LokalError
+    from lokal.server.startup import check_requested
+
+    if home:
+        os.environ["LOKAL_HOME"] = str(home)
+    get_settings.cache_clear()
+    try:
+        check_requested(get_settings(), model, pull=pull)
+    except LokalError as exc:
+        console.print(f"[bold red]error:[/] {escape(exc.message)}")
+        raise typer.Exit(2) from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or exit 1 with what is in the way and what to do about it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn does: TIME_WAIT is no obstacle
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        busy = getattr(exc, "errno", None) in (48, 98, 10048)  # EADDRINUSE on macOS, Linux, Windows
+        why = "is already in use (another lokal, or Foundry Local?)" if busy else f"cannot be opened: {exc}"
+        console.print(
+            f"[bold red]error:[/] {host}:{port} {why}. Stop that server, or pick another port: "
+            f"lokal serve --port {port + 1}"
+        )
+        raise typer.Exit(1) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def configure_logging(level: str) -> None:
+    """lokal.* loggers (requests, model loads and unloads) to stderr, at the level uvicorn was given."""
+    logger = logging.getLogger("lokal")
+    logger.setLevel(level.upper() if level.lower() != "trace" else "DEBUG")
+    if not any(getattr(h, "_lokal", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._lokal = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def _json_list(values: list[str]) -> str:

@@ -48,13 +48,27 @@ def _line(e: dict[str, Any]) -> str:
     )
 
 
+def latest_trace() -> Path:
+    """The most recently written trace file, or a clear error when there is none."""
+    folder = get_settings().traces_dir
+    found = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not found:
+        err = Console(stderr=True)
+        err.print(f"[red]error:[/red] no traces in {folder}; run `lokal route --trace FILE` or `lokal pipeline` first")
+        raise typer.Exit(1)
+    return found[-1]
+
+
 @app.command("show")
 def show(
-    file: Annotated[Path, typer.Argument(help="A JSONL trace.")],
+    file: Annotated[
+        Path | None, typer.Argument(help="A JSONL trace [the newest in LOKAL_HOME/traces].", show_default=False)
+    ] = None,
     tree: Annotated[bool, typer.Option("--tree", help="Group by task: plan -> steps -> refine.")] = False,
     last: Annotated[int, typer.Option("--last", help="Only the last N events (0 = all).")] = 0,
 ) -> None:
-    """Render a trace as a table (default) or a tree."""
+    """Render a trace as a table (default) or a tree; with no FILE, the newest trace."""
+    file = file or latest_trace()
     events = _load(file)
     if last:
         events = events[-last:]

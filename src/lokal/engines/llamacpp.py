@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
 from lokal.engines.chat_prompt import LlamaTokenizer, prompt_tokens
-from lokal.engines.textstream import TextStream
+from lokal.engines.chat_render import ChatRenderer, openai_message
+from lokal.engines.llama_sampling import GrammarCache, RequestSampler, Vocabulary
+from lokal.engines.logprobs import LogprobReader
+from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
 
 INSTALL_HINT = (
@@ -20,9 +23,6 @@ INSTALL_HINT = (
     "  (the native build crashes on quantized models on some AVX-512 CPUs)"
 )
 MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # KV cache grows with it; most chats fit
-# One sampling recipe for the single-stream and the batched engine, so a seed means the same thing in both.
-TOP_K = 40
-MIN_P = 0.05
 # A prompt is read in chunks sized to take about this long each, so a cancel (client gone, forced unload) is
 # seen between two chunks well within a second, on any machine and model, while chunks stay large enough that
 # reading the prompt costs about what one big decode would.
@@ -85,10 +85,13 @@ class LlamaCppEngine:
         self._llm: Any = None
         self._model: Any = None  # llama_cpp._internals.LlamaModel: tokenizer and metadata, shared by every mode
         self._meta: dict[str, str] = {}
-        self._formatter: Callable[..., Any] | None = None
+        self._renderer: ChatRenderer | None = None
         self._bos_text = "\0"
         self._spec: ModelSpec | None = None
-        self._json_grammar: Any = None
+        self._grammars: GrammarCache | None = None
+        self._vocabulary: Vocabulary | None = None
+        self._logprobs: LogprobReader | None = None
+        self._n_vocab = 0
         self._pacer = PrefillPacer()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -117,7 +120,7 @@ class LlamaCppEngine:
             memory_bytes=path.stat().st_size + gguf_kv_bytes(meta, n_ctx),
             load_seconds=time.perf_counter() - t0,
             context_length=n_ctx,
-            extra={"synthetic": meta.get("lokal.synthetic") == "true", "gpu_layers": gpu_layers},
+            extra={"synthetic": meta.get("lokal.synthetic") == "true", "gpu_layers": gpu_layers, **self.prompt_facts()},
         )
         if spec.task == "embeddings":
             self.info.extra["dimensions"] = int(self._llm.n_embd())
@@ -129,49 +132,53 @@ class LlamaCppEngine:
         self._meta = meta
         bos = model.detokenize([model.token_bos()], special=True).decode("utf-8", "replace")
         self._bos_text = bos or "\0"
-        self._formatter = self._make_formatter(spec)
+        self._renderer = self._make_renderer(spec)
+        self._n_vocab = int(model.n_vocab())
+        self._vocabulary = Vocabulary(model)
+        self._grammars = GrammarCache(model.vocab)
+        self._logprobs = LogprobReader(lambda token: bytes(model.detokenize([token])), self._n_vocab)
 
     def unload(self) -> None:
+        if self._grammars is not None:
+            self._grammars.close()
+            self._grammars = None
         if self._llm is not None:
             self._llm.close()
         self._llm = None
         self._model = None
 
-    def _make_formatter(self, spec: ModelSpec) -> Callable[..., Any]:
-        """The GGUF's own Jinja chat template when it has one, else the catalog's template family."""
-        from llama_cpp import llama_chat_format as lcf
-
+    def _make_renderer(self, spec: ModelSpec) -> ChatRenderer:
+        """The GGUF's own Jinja chat template when it has one, else the catalog's template family; lokal's
+        template of the same prompt format when a request holds tools the model's own template cannot show."""
         model = self._model
-        template = self._meta.get("tokenizer.chat_template")
-        if template:
-            eos = model.detokenize([model.token_eos()], special=True).decode("utf-8", "replace")
-            bos = model.detokenize([model.token_bos()], special=True).decode("utf-8", "replace")
-            return lcf.Jinja2ChatFormatter(
-                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[model.token_eos()]
-            )
-        family = (spec.chat_template or "chatml").replace("-", "_")
-        fmt = getattr(lcf, f"format_{family}", None)
-        if fmt is None:
-            raise EngineError(f"unknown chat template family {spec.chat_template!r} for {spec.alias}")
-        return fmt
+        eos = model.detokenize([model.token_eos()], special=True).decode("utf-8", "replace")
+        bos = model.detokenize([model.token_bos()], special=True).decode("utf-8", "replace")
+        try:
+            return ChatRenderer(self._meta.get("tokenizer.chat_template") or None, spec.chat_template, bos=bos, eos=eos)
+        except ValueError as exc:
+            raise EngineError(f"{spec.alias}: {exc}") from exc
+
+    def prompt_facts(self) -> dict[str, object]:
+        """For EngineInfo.extra: the tool-call format serving reads answers with (None: tools are refused)."""
+        renderer = self._renderer
+        return {"tool_format": renderer.tool_family if renderer is not None and renderer.supports_tools else None}
 
     # -- prompts -----------------------------------------------------------------------------------------------
     def _prompt(self, req: GenerationRequest) -> tuple[list[int], list[str]]:
         """Token ids of the prompt and the template's own stop strings."""
-        model, formatter = self._model, self._formatter
-        if model is None or formatter is None:
+        model, renderer = self._model, self._renderer
+        if model is None or renderer is None:
             raise EngineError("model is not loaded")
         if req.messages is None:
             return model.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False), []
-        messages = [{"role": m.role, "content": m.content} for m in req.messages]
-        result = formatter(messages=messages)
-        stop = result.stop
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        messages = [openai_message(m) for m in req.messages]
+        tools = list(req.tools)
+        prompt, stops = renderer.render(messages, tools)
         # Only the template's markup becomes control tokens; a message's "<|im_start|>" stays text.
         tokens = prompt_tokens(
-            result.prompt,
+            prompt,
             messages,
-            lambda ms: str(formatter(messages=ms).prompt),
+            lambda ms: renderer.render(ms, tools)[0],
             LlamaTokenizer(model),
             bos_text=self._bos_text,
         )
@@ -184,6 +191,14 @@ class LlamaCppEngine:
         return token_budget(self.info.context_length, prompt_tokens, max_tokens)
 
     # -- generation --------------------------------------------------------------------------------------------
+    def _sampler(self, req: GenerationRequest) -> RequestSampler:
+        """The sampler for `req` (the same in both engines); the caller closes it."""
+        if self._vocabulary is None or self._grammars is None:
+            raise EngineError("model is not loaded")
+        from llama_cpp.llama_grammar import JSON_GBNF
+
+        return RequestSampler(req, vocab=self._vocabulary, grammars=self._grammars, json_gbnf=JSON_GBNF)
+
     def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
         llm = self._llm
         if llm is None:
@@ -191,66 +206,75 @@ class LlamaCppEngine:
         if self._spec is not None and self._spec.task == "embeddings":
             raise InvalidRequest(f"{self._spec.alias} is an embeddings model; use /v1/embeddings")
         tokens, template_stops = self._prompt(req)
+        if not tokens:
+            raise InvalidRequest("the prompt is empty", param="messages")
         max_tokens = self.budget(len(tokens), req.max_tokens)
-        grammar = self._grammar() if req.json_mode else None
+        sampler = self._sampler(req)  # a bad grammar or logit_bias fails here, before the prompt is read
+        try:
+            yield from self._decode(llm, req, tokens, template_stops, max_tokens, sampler, cancel)
+        finally:
+            sampler.close()
+
+    def _decode(
+        self,
+        llm: Any,
+        req: GenerationRequest,
+        tokens: list[int],
+        template_stops: list[str],
+        max_tokens: int,
+        sampler: RequestSampler,
+        cancel: threading.Event,
+    ) -> Iterator[GenerationEvent]:
+        """Read the prompt, then sample and decode one token at a time with lokal's own sampler chain (the one
+        the batched engine uses, which Llama.generate cannot express: logit bias, lazy grammars, logprobs)."""
         llama_cpp = import_llama_cpp()
-        # No seed means a fresh random one, not whatever seed the previous request left behind.
-        llm.set_seed(req.seed if req.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        stream = TextStream([*req.stop, *template_stops])
-        vocab = llm._model.vocab
-        n_out = 0
-        finish: str = "length"
         if not self._prefill(llm, tokens, cancel):
             yield GenerationEvent(finish_reason="cancelled", usage=Usage(len(tokens), 0))
             return
-        gen = llm.generate(
-            tokens,
-            top_k=TOP_K if req.temperature > 0 else 1,
-            top_p=req.top_p,
-            min_p=MIN_P,
-            temp=req.temperature,
-            repeat_penalty=1.0,
-            grammar=grammar,
-        )
-        try:
-            for tok in gen:
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if not req.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n_out += 1
-                delta = stream.feed(llm.detokenize([tok]))
-                if stream.stopped:
-                    finish = "stop"
-                    if delta:
-                        yield GenerationEvent(text=delta)
-                    break
-                if delta:
-                    yield GenerationEvent(text=delta)
-                if n_out >= max_tokens:
-                    break
-        finally:
-            gen.close()
+        llm.eval(tokens[llm.n_tokens :])  # the prompt's last token: its logits give the first sample
+        ctx, vocab, reader = llm._ctx.ctx, self._model.vocab, self._logprobs
+        stream = TokenStream([*req.stop, *template_stops])
+        n_out = 0
+        finish: str = "length"
+        while True:
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            tok = sampler.sample(ctx, -1)
+            if not req.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, tok):
+                finish = "stop"
+                break
+            n_out += 1
+            piece = self._model.detokenize([tok], special=bool(req.tools))
+            if req.logprobs is not None and reader is not None:
+                ev = stream.feed(piece, *reader.read(ctx, -1, tok, req.logprobs))
+            else:
+                ev = stream.feed(piece)
+            if ev is not None:
+                yield ev
+            if stream.stopped:
+                finish = "stop"
+                break
+            if n_out >= max_tokens:
+                break
+            llm.eval([tok])
         tail = stream.flush()
-        if tail:
-            yield GenerationEvent(text=tail)
+        if tail is not None:
+            yield tail
         yield GenerationEvent(finish_reason=finish, usage=Usage(len(tokens), n_out))  # type: ignore[arg-type]
 
     def _prefill(self, llm: Any, tokens: list[int], cancel: threading.Event) -> bool:
         """Read all but the last prompt token into the KV cache in paced chunks, checking `cancel` between them;
-        False when cancelled. Llama.generate would read the whole prompt in one uninterruptible call; after this
-        it finds the prompt cached but for its last token (its own prefix match), and decodes only that one."""
-        if getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
-            return not cancel.is_set()  # no partial cache removal: leave the prompt to generate, as before
+        False when cancelled. The part of the prompt the previous request left in the cache is kept."""
         head = tokens[:-1]
-        cached = llm._input_ids  # the tokens in the cache now, from the previous request
         keep = 0
-        for a, b in zip(cached, head, strict=False):
-            if a != b:
-                break
-            keep += 1
+        # A recurrent state cannot be cut back to a prefix: such models read the whole prompt again.
+        if not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False)):
+            cached = llm._input_ids  # the tokens in the cache now, from the previous request
+            for a, b in zip(cached, head, strict=False):
+                if a != b:
+                    break
+                keep += 1
         if keep == 0:
             llm.reset()
         else:
@@ -265,13 +289,6 @@ class LlamaCppEngine:
             self._pacer.record(len(chunk), time.perf_counter() - t0)
             pos += len(chunk)
         return not cancel.is_set()
-
-    def _grammar(self) -> Any:
-        if self._json_grammar is None:
-            from llama_cpp import llama_grammar
-
-            self._json_grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
-        return self._json_grammar
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if self._llm is None:

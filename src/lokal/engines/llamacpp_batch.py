@@ -6,9 +6,11 @@ sequence that is generating, plus a bounded chunk of prompt for sequences still 
 prompt delays the others by one chunk, not by its whole length). Steps are paced to about PREFILL_SECONDS even
 when one prompt has the batch to itself, so a request cancelled while its prompt is read leaves within that.
 One llama_decode runs them all; then each sequence samples from its own logits row with its own sampler chain
-(temperature, top_p, seed, grammar). Requests join and leave between steps; a slot keeps its last tokens in
-cache, so a later request that starts the same way (the same system prompt, the next turn of a chat) only
-decodes what is new.
+(the single-stream engine's: llama_sampling.RequestSampler). Requests join and leave between steps; a slot keeps
+its last tokens in cache, so a later request that starts the same way (the same system prompt, the next turn of
+a chat) only decodes what is new. A request whose prompt another running request is reading or has read (the
+n choices of one request, a burst of the same prompt) copies that slot's cache once it is read instead of
+reading the prompt again.
 
 With one slot (LOKAL_PARALLEL=1, an embeddings model, or a memory budget with no room for more) this engine is
 exactly the single-stream LlamaCppEngine.
@@ -28,17 +30,16 @@ from typing import Any
 import psutil
 
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.engines.base import EngineInfo, FinishReason, GenerationEvent, GenerationRequest, Usage
+from lokal.engines.base import EngineInfo, FinishReason, GenerationEvent, GenerationRequest, TopLogprob, Usage
+from lokal.engines.llama_sampling import RequestSampler
 from lokal.engines.llamacpp import (
     MAX_CONTEXT,
-    MIN_P,
-    TOP_K,
     LlamaCppEngine,
     PrefillPacer,
     gguf_kv_bytes,
     import_llama_cpp,
 )
-from lokal.engines.textstream import TextStream
+from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, InvalidRequest
 
 DEFAULT_SLOTS = 4  # CPU decode is compute-bound past a few sequences; more slots mostly add latency
@@ -46,6 +47,9 @@ DEFAULT_SLOTS = 4  # CPU decode is compute-bound past a few sequences; more slot
 # 0.5b model on 2 cores) and a long prompt still advances. docs/batching.md has the measurements.
 PREFILL_CHUNK = int(os.environ.get("LOKAL_PREFILL_CHUNK", "64"))
 N_BATCH = 512  # most tokens one llama_decode takes (prompt chunks when nobody else is generating)
+# Copying another slot's cache copies that slot's whole KV buffer (llama.cpp cannot copy part of a stream):
+# ~100 MB for a 0.5b model at 8k cells per slot, ~20 ms on a 2-core CPU, where 32 prompt tokens take ~200 ms.
+MIN_SHARED_PREFIX = int(os.environ.get("LOKAL_MIN_SHARED_PREFIX", "32"))
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -63,13 +67,15 @@ class BatchSequence:
 
     req: GenerationRequest
     slot: int
-    prompt_tokens: int
+    prompt: list[int]
     pending: list[int]  # prompt tokens not decoded yet
     kv: list[int]  # tokens in this slot's KV cache, in position order
     max_tokens: int
-    stream: TextStream
-    sampler: Any  # llama_cpp._internals.LlamaSampler
-    reused: int = 0  # prompt tokens found in the slot's cache
+    stream: TokenStream
+    sampler: RequestSampler
+    reused: int = 0  # prompt tokens found in the slot's cache or copied from another slot
+    source: BatchSequence | None = None  # the running sequence whose cache this one copies, once it is read
+    shared: int = 0  # how many of the prompt's tokens that copy brings
     n_out: int = 0
     next_token: int | None = None  # sampled, to be decoded in the next step
     logit_row: int = -1  # batch row whose logits this sequence samples from after the current decode
@@ -83,6 +89,10 @@ class BatchSequence:
     def take_events(self) -> list[GenerationEvent]:
         out, self.events = self.events, []
         return out
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt)
 
     def usage(self) -> Usage:
         return Usage(self.prompt_tokens, self.n_out)
@@ -200,6 +210,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
                 "gpu_layers": gpu_layers,
                 "slots": slots,
                 "threads": threads,
+                **self.prompt_facts(),
             },
         )
 
@@ -211,6 +222,9 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         for seq in self._running:
             seq.sampler.close()
         self._running.clear()
+        if self._grammars is not None:
+            self._grammars.close()
+            self._grammars = None
         llama_cpp.llama_batch_free(self._batch)
         self._batch = None
         self._ctx.close()
@@ -221,7 +235,8 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
 
     # -- sequences ---------------------------------------------------------------------------------------------
     def open(self, req: GenerationRequest) -> BatchSequence:
-        """Put a request in a free slot (the one whose cache shares the longest prefix with its prompt)."""
+        """Put a request in a free slot (the one whose cache shares the longest prefix with its prompt); when a
+        running sequence's prompt shares a longer one, the new sequence waits to copy that slot's cache."""
         if not self.batched:
             raise EngineError("model is not loaded with batching")
         tokens, template_stops = self._prompt(req)
@@ -230,8 +245,12 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         max_tokens = self.budget(len(tokens), req.max_tokens)
         if not self._free:
             raise EngineError("no free slot")
+        sampler = self._sampler(req)  # a bad grammar or logit_bias fails here, before a slot is taken
         slot = max(self._free, key=lambda s: (common_prefix(self._slot_kv[s], tokens), -s))
         keep = min(common_prefix(self._slot_kv[slot], tokens), len(tokens) - 1)  # the last one yields logits
+        source, shared = self._best_source(tokens)
+        if shared - keep < MIN_SHARED_PREFIX:
+            source, shared = None, 0
         llama_cpp = import_llama_cpp()
         mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         if not llama_cpp.llama_memory_seq_rm(mem, slot, keep, -1):
@@ -240,19 +259,58 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         seq = BatchSequence(
             req=req,
             slot=slot,
-            prompt_tokens=len(tokens),
+            prompt=tokens,
             pending=tokens[keep:],
             kv=tokens[:keep],
             max_tokens=max_tokens,
-            stream=TextStream([*req.stop, *template_stops]),
-            sampler=self._sampler(req),
+            stream=TokenStream([*req.stop, *template_stops]),
+            sampler=sampler,
             reused=keep,
+            source=source,
+            shared=shared,
         )
         self._free.discard(slot)
         self._slot_kv[slot] = seq.kv
         self._running.append(seq)
         self.prefix_reused_tokens += keep
         return seq
+
+    def _best_source(self, tokens: list[int]) -> tuple[BatchSequence | None, int]:
+        """The running sequence whose prompt starts most like `tokens`, and how many tokens it would give."""
+        best, shared = None, 0
+        for other in self._running:
+            if other.source is not None or other.done:  # it has not read its own prompt, or may go any moment
+                continue
+            n = min(common_prefix(other.prompt, tokens), len(tokens) - 1)
+            if n > shared:
+                best, shared = other, n
+        return best, shared
+
+    def _join_sources(self) -> None:
+        """Sequences waiting on another slot's prompt copy its cache once it is read (or read their own prompt
+        when that sequence ended first). llama.cpp copies between two slots' streams only whole, so the copy
+        is cut back to the shared prefix after."""
+        llama_cpp = import_llama_cpp()
+        mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+        for seq in self._running:
+            src = seq.source
+            if src is None:
+                continue
+            intact = self._slot_kv[src.slot] is src.kv  # the slot still holds that sequence's cache
+            if intact and len(src.kv) >= seq.shared:
+                llama_cpp.llama_memory_seq_cp(mem, src.slot, seq.slot, -1, -1)
+                if llama_cpp.llama_memory_seq_rm(mem, seq.slot, seq.shared, -1):
+                    self.prefix_reused_tokens += seq.shared - len(seq.kv)
+                    seq.kv[:] = src.kv[: seq.shared]
+                else:  # a cache that cannot be cut back (recurrent state): read the prompt after all
+                    llama_cpp.llama_memory_seq_rm(mem, seq.slot, -1, -1)
+                    self.prefix_reused_tokens -= len(seq.kv)
+                    seq.kv.clear()
+                seq.pending = seq.prompt[len(seq.kv) :]
+                seq.reused = len(seq.kv)
+                seq.source = None
+            elif not intact or src.done or src not in self._running:
+                seq.source = None  # it will not get that far: read the rest of the prompt here
 
     def close(self, seq: BatchSequence, *, failed: bool = False) -> None:
         """Free the slot. Its cache stays (prefix reuse) unless a failed decode left it uncertain."""
@@ -266,30 +324,11 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
             self._slot_kv[seq.slot] = []
         self._free.add(seq.slot)
 
-    def _sampler(self, req: GenerationRequest) -> Any:
-        """The chain Llama._init_sampler builds for the single-stream engine's arguments."""
-        llama_cpp = import_llama_cpp()
-        from llama_cpp._internals import LlamaSampler
-
-        sampler = LlamaSampler()
-        if req.json_mode:
-            sampler.add_grammar(self._model, self._grammar())
-        seed = (req.seed & 0xFFFFFFFF) if req.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-        if req.temperature == 0:
-            sampler.add_greedy()
-        else:
-            sampler.add_top_k(TOP_K)
-            sampler.add_typical(1.0, 1)
-            sampler.add_top_p(req.top_p, 1)
-            sampler.add_min_p(MIN_P, 1)
-            sampler.add_temp(req.temperature)
-            sampler.add_dist(seed)
-        return sampler
-
     # -- one decode step ---------------------------------------------------------------------------------------
     def step(self) -> list[BatchSequence]:
         """Decode one batch; returns the sequences that produced events (text, or their end) in it."""
         llama_cpp = import_llama_cpp()
+        self._join_sources()
         batch = self._batch
         n = 0
 
@@ -315,7 +354,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         chunk_room = min(room, paced, self._prefill_chunk) if decoding else min(room, paced)
         prefilling = 0
         for seq in self._running:  # in arrival order: the oldest prompt is read first
-            if not seq.pending or chunk_room <= 0:
+            if not seq.pending or seq.source is not None or chunk_room <= 0:
                 continue
             take = min(len(seq.pending), chunk_room)
             chunk, seq.pending = seq.pending[:take], seq.pending[take:]
@@ -336,22 +375,30 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         self._pacer.record(n, time.perf_counter() - t0)
         self.steps += 1
         self.recent_batch_sizes.append(len(decoding) + prefilling)
+        ctx, reader = self._ctx.ctx, self._logprobs
         for seq in sampling:
-            token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, seq.logit_row)
+            token = seq.sampler.sample(ctx, seq.logit_row)
+            want = seq.req.logprobs
+            logprob = reader.read(ctx, seq.logit_row, token, want) if want is not None and reader else None
             seq.logit_row = -1
-            self._accept(seq, int(token))
+            self._accept(seq, token, logprob)
         return sampling
 
-    def _accept(self, seq: BatchSequence, token: int) -> None:
+    def _accept(
+        self, seq: BatchSequence, token: int, logprob: tuple[float, tuple[TopLogprob, ...]] | None = None
+    ) -> None:
         """What the single-stream engine does with each token, in the same order."""
         llama_cpp = import_llama_cpp()
         if not seq.req.ignore_eos and llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
             self._finish(seq, "stop")
             return
         seq.n_out += 1
-        delta = seq.stream.feed(self._model.detokenize([token]))
-        if delta:
-            seq.events.append(GenerationEvent(text=delta))
+        # Tool-call markup may be control tokens ([TOOL_CALLS], <|tool_call|>, harmony's <|channel|>): with tools
+        # the answer keeps them as text for serving's parser, which never lets markup reach the content.
+        data = self._model.detokenize([token], special=bool(seq.req.tools))
+        ev = seq.stream.feed(data) if logprob is None else seq.stream.feed(data, *logprob)
+        if ev is not None:
+            seq.events.append(ev)
         if seq.stream.stopped:
             self._finish(seq, "stop")
         elif seq.n_out >= seq.max_tokens:
@@ -361,8 +408,8 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
 
     def _finish(self, seq: BatchSequence, reason: FinishReason) -> None:
         tail = seq.stream.flush()
-        if tail:
-            seq.events.append(GenerationEvent(text=tail))
+        if tail is not None:
+            seq.events.append(tail)
         seq.events.append(GenerationEvent(finish_reason=reason, usage=seq.usage()))
         seq.finish = reason
 

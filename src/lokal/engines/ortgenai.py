@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import ChatMessage, EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
 from lokal.engines.chat_prompt import SpecialTextTokenizer, prompt_tokens
-from lokal.engines.textstream import TextStream
+from lokal.engines.logprobs import LogprobReader
+from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,8 @@ INSTALL_HINT = (
 )
 MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # the KV buffer is sized to prompt + budget
 TOP_K = 40  # same as the llama.cpp engine, so the two engines sample alike
+PENALTY_LAST_N = 64  # presence/frequency penalties look at the last 64 tokens, as on llama.cpp
+MIN_P_CUT = 1e4  # what min_p takes off a cut token's logit: no probability left beside any token it keeps
 # Compact separators: with free whitespace a weak model can pad with blanks until max_tokens.
 JSON_OBJECT_SCHEMA = json.dumps({"type": "object", "x-guidance": {"whitespace_flexible": False}})
 
@@ -158,6 +165,54 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+# -- what GenAI's search options lack ------------------------------------------------------------------------
+class LogitsEdit:
+    """logit_bias, presence/frequency penalties and min_p, applied to each step's logits before GenAI's own
+    search (repetition penalty, temperature, top-k/top-p, guidance) reads them: the llama.cpp engine's order."""
+
+    def __init__(self, req: GenerationRequest, n_vocab: int) -> None:
+        # Added as on llama.cpp: -100 is a ban in practice, and never leaves guidance without a token to allow.
+        self._bias = np.zeros(n_vocab, dtype=np.float32)
+        for token, value in req.logit_bias.items():
+            self._bias[token] = value
+        self._has_bias = bool(req.logit_bias)
+        self._presence = req.presence_penalty
+        self._frequency = req.frequency_penalty
+        self._window: deque[int] = deque(maxlen=PENALTY_LAST_N)
+        self._counts = np.zeros(n_vocab, dtype=np.float32)
+        self._n_vocab = n_vocab
+        # Tokens less likely than min_p times the best are cut (before temperature, as llama.cpp does).
+        self._min_logit_gap = math.log(req.min_p) if req.min_p and req.temperature > 0 else None
+
+    @classmethod
+    def needed(cls, req: GenerationRequest) -> bool:
+        return bool(req.logit_bias or req.presence_penalty or req.frequency_penalty or req.min_p)
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        if len(logits) != self._n_vocab:  # a model whose logits are wider than its stated vocabulary
+            self._bias, self._counts = _fit(self._bias, len(logits)), _fit(self._counts, len(logits))
+            self._n_vocab = len(logits)
+        out = logits + self._bias if self._has_bias else logits.copy()
+        if self._window and (self._presence or self._frequency):
+            out -= self._counts * self._frequency + (self._counts > 0) * self._presence
+        if self._min_logit_gap is not None:
+            # Pushed far down rather than to -inf: guidance masks after this, and must keep some token to allow.
+            out[out < out.max() + self._min_logit_gap] -= MIN_P_CUT
+        return out
+
+    def accept(self, token: int) -> None:
+        if len(self._window) == self._window.maxlen:
+            self._counts[self._window[0]] -= 1
+        self._window.append(token)
+        self._counts[token] += 1
+
+
+def _fit(values: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=values.dtype)
+    out[: min(n, len(values))] = values[:n]
+    return out
+
+
 # -- the engine ----------------------------------------------------------------------------------------------
 class OrtGenAIEngine:
     def __init__(self, *, n_threads: int | None = None, n_ctx: int | None = None) -> None:
@@ -173,6 +228,8 @@ class OrtGenAIEngine:
         self._eos_ids: frozenset[int] = frozenset()
         self._bos_id: int | None = None
         self._text_tok: SpecialTextTokenizer | None = None  # chat prompts: message text tokenized as text
+        self._n_vocab = 0
+        self._logprobs: LogprobReader | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
@@ -208,6 +265,11 @@ class OrtGenAIEngine:
         self._bos_id = bos if bos >= 0 else None
         self._text_tok = SpecialTextTokenizer.from_folder(self._tokenizer.encode, folder, self._bos_id)
         self._stop_ids = self._eos_ids | self._marker_ids()
+        self._n_vocab = int(genai_config.get("model", {}).get("vocab_size") or 0)
+        tokenizer = self._tokenizer
+        self._logprobs = LogprobReader(
+            lambda token: str(tokenizer.decode(np.array([token], dtype=np.int32))).encode("utf-8"), self._n_vocab
+        )
         dtype_bytes = 4 if provider == "cpu" else 2  # the model builder keeps fp32 activations on CPU only
         self.info = EngineInfo(
             memory_bytes=folder_bytes(folder) + kv_cache_bytes(genai_config, n_ctx, dtype_bytes),
@@ -217,6 +279,7 @@ class OrtGenAIEngine:
                 "synthetic": spec.synthetic,
                 "provider": provider,
                 "model_type": str(self._model.type),
+                "tool_format": None,  # its prompt path renders no tools: serving refuses them by name
                 "chat_template": "tokenizer" if self._template is None else "prompt-template",
             },
         )
@@ -301,27 +364,56 @@ class OrtGenAIEngine:
     def budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
         return token_budget(self.info.context_length, prompt_tokens, max_tokens)
 
+    def check(self, req: GenerationRequest) -> None:
+        """Refuse, before anything runs, what this engine cannot honour (naming the field and the model)."""
+        alias = self._spec.alias if self._spec else "this model"
+        if req.grammar and req.grammar_triggers:
+            raise InvalidRequest(
+                f"{alias} runs on ONNX Runtime GenAI, whose guidance cannot start a grammar at a trigger word, "
+                "which tool_choice 'auto' needs; send tool_choice 'required' or a named function (a grammar "
+                "from the first token), or use a llama.cpp model",
+                param="tool_choice",
+            )
+        for token in req.logit_bias:
+            if not 0 <= token < self._n_vocab:
+                raise InvalidRequest(
+                    f"logit_bias names token {token}, but {alias}'s vocabulary has ids 0-{self._n_vocab - 1}",
+                    param="logit_bias",
+                )
+
     def _params(self, req: GenerationRequest, total: int) -> Any:
         params = self._og.GeneratorParams(self._model)
         options: dict[str, Any] = {"max_length": total, "batch_size": 1}
         if req.ignore_eos:
             options["min_length"] = total  # GenAI masks EOS until min_length
         if req.temperature > 0:
-            options.update(do_sample=True, temperature=req.temperature, top_p=req.top_p, top_k=TOP_K)
+            top_k = TOP_K if req.top_k is None else (req.top_k or self._n_vocab)  # 0: no cut
+            options.update(do_sample=True, temperature=req.temperature, top_p=req.top_p, top_k=top_k)
         else:
             options.update(do_sample=False)
+        if req.repeat_penalty != 1.0:
+            # GenAI's (Hugging Face's) penalty reads the whole sequence, where llama.cpp reads the last 64 tokens.
+            options["repetition_penalty"] = req.repeat_penalty
         if req.seed is not None:
             # GenAI takes an int32 seed and rejects anything wider; OpenAI clients send up to int64.
             options["random_seed"] = req.seed if -(2**31) <= req.seed < 2**31 else req.seed & 0x7FFFFFFF
         params.set_search_options(**options)
-        if req.json_mode:
-            try:
-                params.set_guidance("json_schema", JSON_OBJECT_SCHEMA)
-            except (RuntimeError, AttributeError) as exc:
-                raise InvalidRequest(
-                    f"JSON mode needs onnxruntime-genai with guidance: {exc}", param="response_format"
-                ) from exc
+        if req.grammar:  # an explicit grammar beats JSON mode, as on llama.cpp
+            from lokal.engines.gbnf_lark import gbnf_to_lark
+
+            self._guide(params, "lark_grammar", gbnf_to_lark(req.grammar), "grammar")
+        elif req.json_mode:
+            self._guide(params, "json_schema", JSON_OBJECT_SCHEMA, "response_format")
         return params
+
+    def _guide(self, params: Any, kind: str, data: str, param: str) -> None:
+        try:
+            params.set_guidance(kind, data)
+        except (RuntimeError, AttributeError) as exc:
+            alias = self._spec.alias if self._spec else "this model"
+            raise InvalidRequest(
+                f"{alias} runs on an onnxruntime-genai without guidance (constrained output): {exc}", param=param
+            ) from exc
 
     # -- generation ------------------------------------------------------------------------------------------
     def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
@@ -329,6 +421,7 @@ class OrtGenAIEngine:
             raise EngineError("model is not loaded")
         if self._spec is not None and self._spec.task == "embeddings":
             raise InvalidRequest(f"{self._spec.alias} is an embeddings model; use /v1/embeddings")
+        self.check(req)
         tokens = self._prompt(req)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="messages")
@@ -337,14 +430,22 @@ class OrtGenAIEngine:
             *req.stop,
             *([self._template.end_marker] if self._template and self._template.end_marker else []),
         ]
+        params = self._params(req, len(tokens) + max_tokens)
         try:
-            generator = self._og.Generator(self._model, self._params(req, len(tokens) + max_tokens))
+            generator = self._og.Generator(self._model, params)
+        except RuntimeError as exc:
+            if req.grammar and "grammar" in str(exc).lower():  # guidance compiles the grammar here
+                raise InvalidRequest(f"the grammar was refused by ONNX Runtime GenAI: {exc}", param="grammar") from exc
+            raise EngineError(f"onnxruntime-genai rejected the request: {exc}") from exc
+        try:
             generator.append_tokens(tokens)
         except RuntimeError as exc:
             raise EngineError(f"onnxruntime-genai rejected the request: {exc}") from exc
         detok = self._tokenizer.create_stream()
-        stream = TextStream(stops)
+        stream = TokenStream(stops)
         stop_ids = frozenset() if req.ignore_eos else self._stop_ids
+        edit = LogitsEdit(req, self._n_vocab) if LogitsEdit.needed(req) else None
+        reader = self._logprobs if req.logprobs is not None else None
         n_out = 0
         finish = "length"
         try:
@@ -352,15 +453,28 @@ class OrtGenAIEngine:
                 if cancel.is_set():
                     finish = "cancelled"
                     break
+                raw = None
+                if edit is not None or reader is not None:
+                    # The logits of this step, before GenAI's search; it samples from what set_logits leaves.
+                    logits = generator.get_logits()
+                    raw = logits.reshape(-1)
+                    if edit is not None:
+                        generator.set_logits(edit.apply(raw).reshape(logits.shape))
                 generator.generate_next_token()
                 tok = int(generator.get_next_tokens()[0])
+                if edit is not None:
+                    edit.accept(tok)
                 if tok in stop_ids:
                     finish = "stop"
                     break
                 n_out += 1
-                delta = stream.feed(detok.decode(tok).encode("utf-8"))
-                if delta:
-                    yield GenerationEvent(text=delta)
+                data = detok.decode(tok).encode("utf-8")
+                if reader is not None and raw is not None:
+                    ev = stream.feed(data, *reader.from_logits(raw, tok, req.logprobs or 0))
+                else:
+                    ev = stream.feed(data)
+                if ev is not None:
+                    yield ev
                 if stream.stopped:
                     finish = "stop"
                     break
@@ -369,8 +483,8 @@ class OrtGenAIEngine:
         finally:
             del generator  # frees this request's KV buffer now rather than at the next collection
         tail = stream.flush()
-        if tail:
-            yield GenerationEvent(text=tail)
+        if tail is not None:
+            yield tail
         yield GenerationEvent(finish_reason=finish, usage=Usage(len(tokens), n_out))  # type: ignore[arg-type]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

@@ -27,6 +27,17 @@ CHATML_TEMPLATE = (
 )
 
 
+def chat_template_for(like: str) -> str:
+    """The Jinja template a synthetic model of `like` carries: lokal's template for the prompt format of the
+    catalog model of that alias, so prompts (tools included) take the real model's shape. Aliases the catalog
+    does not know ("tiny", "custom") get chatml with tools, which renders plain chats as CHATML_TEMPLATE does."""
+    from lokal.catalog.catalog import builtin_specs
+    from lokal.toolcalls.templates import TEMPLATES, prompt_format
+
+    family = next((s.chat_template for s in builtin_specs() if s.alias == like), None)
+    return TEMPLATES[prompt_format(family) or "chatml"]
+
+
 @dataclass(frozen=True, slots=True)
 class ModelShape:
     n_layer: int
@@ -192,7 +203,7 @@ def _write(
     w.add_eos_token_id(EOS_ID)
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
-    w.add_chat_template(CHATML_TEMPLATE)
+    w.add_chat_template(chat_template_for(like))
 
     d, hd = shape.n_embd, shape.head_size
     init = 1.0 / np.sqrt(d)

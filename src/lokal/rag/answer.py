@@ -12,15 +12,34 @@ from typing import TYPE_CHECKING, Any, cast
 
 from lokal.config import get_settings
 from lokal.errors import InvalidRequest, ModelNotFound, UpstreamError
+from lokal.rag.gate import (
+    DEFAULT_MAX_CONTEXT_CHARS,
+    DEFAULT_MIN_SCORE,
+    Gate,
+    apply_gate,
+    refusal,
+    select_context,
+)
 from lokal.rag.retrieve import Hit, Mode, Retriever
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, AsyncStream
     from openai.types.chat import ChatCompletionChunk
 
-# MiniLM cosine: unrelated text sits near 0-0.15, a passage that answers the question usually above 0.4.
-DEFAULT_MIN_SCORE = 0.25
-DEFAULT_MAX_CONTEXT_CHARS = 6000  # about 1.5k tokens: leaves room in a 4k context for the answer
+__all__ = [
+    "DEFAULT_MAX_CONTEXT_CHARS",
+    "DEFAULT_MIN_SCORE",
+    "Answer",
+    "Gate",
+    "answer_from",
+    "ask",
+    "build_messages",
+    "citation_label",
+    "make_client",
+    "refusal",
+    "retrieval_query",
+    "select_context",
+]
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered context passages the user gives you. "
@@ -68,23 +87,23 @@ def citation_label(n: int, hit: Hit) -> str:
     return f"[{n}] {hit.name}, {hit.location}"
 
 
-def select_context(hits: Sequence[Hit], min_score: float, max_chars: int) -> list[Hit]:
-    """Hits similar enough to the question, best first, within a character budget (at least one)."""
-    relevant = [h for h in hits if h.dense is not None and h.dense >= min_score]
-    chosen: list[Hit] = []
-    used = 0
-    for h in relevant:
-        if chosen and used + len(h.text) > max_chars:
-            break
-        chosen.append(h)
-        used += len(h.text)
-    return chosen
+Turn = dict[str, str]  # {"role": "user" | "assistant", "content": ...}, an earlier turn of a conversation
 
 
-def build_messages(question: str, context: Sequence[Hit]) -> list[dict[str, str]]:
+def build_messages(question: str, context: Sequence[Hit], history: Sequence[Turn] = ()) -> list[dict[str, str]]:
+    """System rules, the earlier turns as they were said (without their passages), then this question with
+    its numbered passages: a follow-up ("and how long does that take?") reads in the conversation's light."""
     passages = "\n\n".join(f"{citation_label(i, h)}\n{h.text}" for i, h in enumerate(context, start=1))
     user = f"Context:\n\n{passages}\n\nQuestion: {question}\nAnswer (cite passages like [1]):"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    earlier = [{"role": t["role"], "content": t["content"]} for t in history if t.get("role") in ("user", "assistant")]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *earlier, {"role": "user", "content": user}]
+
+
+def retrieval_query(question: str, history: Sequence[Turn] = ()) -> str:
+    """What to search for: a follow-up alone ("what about the blades?") names too little, so the previous
+    question goes with it."""
+    previous = [t["content"] for t in history if t.get("role") == "user"]
+    return f"{previous[-1]}\n{question}" if previous else question
 
 
 def parse_citations(text: str, n_sources: int) -> list[int]:
@@ -104,17 +123,7 @@ def split_answer_sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if p and p.strip() and not _CITATION.fullmatch(p.strip())]
 
 
-def refusal(collection: str, best: float | None, min_score: float) -> str:
-    detail = "no passage was retrieved" if best is None else f"best similarity {best:.2f} < {min_score:.2f}"
-    return (
-        f"I can't answer this from the collection {collection!r}: nothing relevant was found ({detail}). "
-        "Try rephrasing, ingest more documents, or lower --min-score."
-    )
-
-
-def make_client(
-    base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0
-) -> AsyncOpenAI:
+def make_client(base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0) -> AsyncOpenAI:
     from openai import AsyncOpenAI
 
     key = api_key or get_settings().api_key or "lokal"  # the client insists on a key; lokal ignores it
@@ -197,26 +206,53 @@ async def ask(
     max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS,
     max_tokens: int = 512,
     temperature: float = 0.1,
+    history: Sequence[Turn] = (),
     on_token: Callable[[str], Awaitable[None] | None] | None = None,
 ) -> Answer:
     """Answer `question` from the collection, or refuse without calling the model when nothing is relevant."""
     if not question.strip():
         raise InvalidRequest("the question is empty", param="question")
-    hits = retriever.with_similarity(question, retriever.search(question, k=k, mode=mode, filters=filters))
-    context = select_context(hits, min_score, max_context_chars)
-    answer = Answer(question=question, sources=context)
-    if not context:
-        best = max((h.dense for h in hits if h.dense is not None), default=None)
+    query = retrieval_query(question, history)
+    hits = retriever.with_similarity(query, retriever.search(query, k=k, mode=mode, filters=filters))
+    return await answer_from(
+        apply_gate(hits, min_score, max_context_chars),
+        question,
+        retriever.name,
+        client=client,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        history=history,
+        on_token=on_token,
+    )
+
+
+async def answer_from(
+    gate: Gate,
+    question: str,
+    collection: str,
+    *,
+    client: AsyncOpenAI,
+    model: str | None = None,
+    max_tokens: int = 512,
+    temperature: float = 0.1,
+    history: Sequence[Turn] = (),
+    on_token: Callable[[str], Awaitable[None] | None] | None = None,
+) -> Answer:
+    """The answer from a gated search, wherever it ran (in this process, or the server's warm search)."""
+    answer = Answer(question=question, sources=gate.context)
+    text = gate.refusal(collection)
+    if text is not None:
         answer.refused = True
         answer.reason = "no relevant context"
-        answer.text = refusal(retriever.name, best, min_score)
+        answer.text = text
         return answer
     answer.model = await resolve_model(client, model)
     parts: list[str] = []
     async for token in stream_completion(
         client,
         answer.model,
-        build_messages(question, context),
+        build_messages(question, gate.context, history),
         max_tokens=max_tokens,
         temperature=temperature,
     ):
@@ -226,5 +262,5 @@ async def ask(
             if pending is not None:
                 await pending
     answer.text = "".join(parts)
-    answer.cited = parse_citations(answer.text, len(context))
+    answer.cited = parse_citations(answer.text, len(gate.context))
     return answer

@@ -73,6 +73,13 @@ def collection_path(name: str, home: Path | None = None) -> Path:
     return rag_dir(home) / f"{check_name(name)}.sqlite"
 
 
+def collection_id(path: Path) -> str:
+    """A stable, opaque name for one collection file: equal ids mean the same file, the path stays unsaid."""
+    import hashlib
+
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+
+
 def index_text(headings: tuple[str, ...], text: str) -> str:
     """What BM25 and the embedder see: the heading path gives a paragraph the context it lacks alone."""
     return " > ".join(headings) + "\n" + text if headings else text

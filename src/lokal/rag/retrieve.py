@@ -177,6 +177,7 @@ class Retriever:
 
     def __init__(self, index: Index, embedder: Embedder | Callable[[], Embedder] | None = None) -> None:
         self.name = index.name
+        self.path = index.path
         self.generation = index.generation()
         self.chunks, self.vectors = index.load_chunks()
         self._bm25 = ensure_bm25(index, self.chunks)

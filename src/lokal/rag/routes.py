@@ -14,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lokal.errors import InvalidRequest
 from lokal.protocol.decode import load_json
-from lokal.rag.index import DEFAULT_COLLECTION, list_collections
+from lokal.rag.gate import DEFAULT_MAX_CONTEXT_CHARS, DEFAULT_MIN_SCORE, apply_gate
+from lokal.rag.index import DEFAULT_COLLECTION, collection_id, list_collections
 from lokal.rag.retrieve import Embedder, Mode, RetrieverCache
 
 
@@ -26,6 +27,9 @@ class SearchRequest(BaseModel):
     k: int = Field(default=5, ge=1, le=100)
     mode: Mode = "hybrid"
     filters: dict[str, str] | None = None
+    # The relevance gate every front-end shares (lokal.rag.gate): the answer says what passed it.
+    min_score: float = Field(default=DEFAULT_MIN_SCORE, ge=-1.0, le=1.0)
+    max_context_chars: int = Field(default=DEFAULT_MAX_CONTEXT_CHARS, ge=100, le=200_000)
 
 
 def _parse(body: Any) -> SearchRequest:
@@ -60,11 +64,19 @@ def create_router(home: Path | None = None, embedder: Embedder | None = None) ->
         def run() -> dict[str, Any]:
             retriever = cache.get(req.collection)
             hits = retriever.search(req.query, k=req.k, mode=req.mode, filters=req.filters)
+            gate = apply_gate(retriever.with_similarity(req.query, hits), req.min_score, req.max_context_chars)
             return {
                 "object": "list",
                 "collection": req.collection,
                 "mode": req.mode,
-                "data": [h.to_dict() for h in hits],
+                # Every hit, each with its cosine similarity (`dense`), whether or not it passed the gate.
+                "data": [h.to_dict() for h in gate.hits],
+                "gate": gate.to_dict(),
+                # What a front-end may ground an answer on; empty together with `refusal` set when none.
+                "context": [h.rank for h in gate.context],
+                "refusal": gate.refusal(req.collection),
+                # Lets `lokal rag` tell whether this server reads the same collection file it would.
+                "collection_id": collection_id(retriever.path),
             }
 
         return await run_in_threadpool(run)

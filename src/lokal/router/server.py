@@ -10,25 +10,28 @@ sent as one chunk. Set ``LOKAL_ROUTER_WARM=1`` to load MiniLM at start-up instea
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
 
 from lokal.errors import LokalError
 from lokal.protocol.chat import ChatCompletionRequest
-from lokal.protocol.common import new_id, now
+from lokal.protocol.chunks import ChatChunks
+from lokal.protocol.common import as_dict, new_id, now
+from lokal.protocol.outputs import ChatChoice, ChatCompletion, ChatMessage, FinishReason, Usage
+from lokal.protocol.sse import Item
 from lokal.router.policy import Candidate, RouteDecision
 from lokal.router.router import NoRouteAvailable
 from lokal.router.serving import ServedRouter, response_headers
 from lokal.router.upstream import CallFailed, ChatResult, estimate_tokens
 from lokal.server.serving import Outcome
 from lokal.server.state import AppState
+from lokal.server.streaming import ManagedStream
 
 log = logging.getLogger("lokal.router")
 
@@ -43,43 +46,30 @@ def _params(body: ChatCompletionRequest) -> dict[str, Any]:
     }
 
 
-def _openai_body(cand: Candidate, result: ChatResult, info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": new_id("chatcmpl"),
-        "object": "chat.completion",
-        "created": now(),
-        "model": cand.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.content},
-                "finish_reason": "length" if result.finish_reason == "length" else "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        },
-        "lokal_router": info,
-    }
+def _openai_body(cand: Candidate, result: ChatResult, info: dict[str, Any]) -> ChatCompletion:
+    finish: FinishReason = "length" if result.finish_reason == "length" else "stop"
+    return ChatCompletion(
+        id=new_id("chatcmpl"),
+        created=now(),
+        model=cand.model,
+        choices=[ChatChoice(index=0, message=ChatMessage(content=result.content), finish_reason=finish)],
+        usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+        lokal_router=info,
+    )
 
 
-async def _one_chunk_stream(body: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
-    head = {
-        "id": body["id"],
-        "object": "chat.completion.chunk",
-        "created": body["created"],
-        "model": body["model"],
-    }
-    choice = body["choices"][0]
-    yield json.dumps(head | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    yield json.dumps(head | {"choices": [{"index": 0, "delta": {"content": choice["message"]["content"]}}]})
-    yield json.dumps(head | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+async def _one_chunk_stream(body: ChatCompletion, include_usage: bool) -> AsyncGenerator[Item, None]:
+    chunks = ChatChunks(body.id, body.created, body.model, body.system_fingerprint)
+    choice = body.choices[0]
+    yield chunks.role(0)
+    yield chunks.content(0, choice.message.content or "")
+    yield chunks.finish(0, choice.finish_reason)
     if include_usage:
-        yield json.dumps(head | {"choices": [], "usage": body["usage"]})
-    yield "[DONE]"
+        yield chunks.usage(body.usage)
+
+
+async def _nothing() -> None:
+    """The cleanup of a stream that holds no engine work."""
 
 
 class RouterHook:
@@ -138,7 +128,8 @@ class RouterHook:
             self._record(decision, cand.model, started, result, None, i > 0, False, messages)
             out = _openai_body(cand, result, info)
             if body.stream:
-                return Outcome(stream=_one_chunk_stream(out, body.include_usage), model_id=cand.model), headers
+                one = ManagedStream(_one_chunk_stream(out, body.include_usage), _nothing)
+                return Outcome(stream=one, model_id=cand.model), headers
             return Outcome(body=out, model_id=cand.model), headers
         summary = "; ".join(errors)
         self.served.record(
@@ -183,53 +174,50 @@ class RouterHook:
     ) -> Outcome:
         if outcome.body is not None:
             body = outcome.body
-            body["model"] = cand.model  # the alias that answered; the engine's variant id stays in x-lokal-model
-            body["lokal_router"] = info
-            usage = body.get("usage") or {}
-            text = body["choices"][0]["message"]["content"] if body.get("choices") else ""
+            assert isinstance(body, ChatCompletion)
+            body.model = cand.model  # the alias that answered; the engine's variant id stays in x-lokal-model
+            body.lokal_router = info
+            choice = body.choices[0] if body.choices else None
+            text = (choice.message.content or "") if choice else ""
             result = ChatResult(
                 text,
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-                body["choices"][0].get("finish_reason") if body.get("choices") else None,
+                body.usage.prompt_tokens,
+                body.usage.completion_tokens,
+                choice.finish_reason if choice else None,
             )
             self.served.cache_put(cand, messages, params, text, (result.prompt_tokens, result.completion_tokens))
             self._record(decision, cand.model, started, result, None, fallback, False, messages)
             return outcome
         assert outcome.stream is not None
-        return Outcome(
-            stream=self._relay(outcome.stream, decision, cand, started, fallback, messages),
-            model_id=outcome.model_id,
-        )
+        relay = self._relay(outcome.stream, decision, cand, started, fallback, messages)
+        return Outcome(stream=ManagedStream(relay, outcome.stream.finish), model_id=outcome.model_id)
 
     async def _relay(
         self,
-        stream: AsyncIterator[str],
+        stream: AsyncIterator[Item],
         decision: RouteDecision,
         cand: Candidate,
         started: float,
         fallback: bool,
         messages: list[dict[str, Any]],
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[Item, None]:
         """Pass the chunks through untouched, noting text and usage for the trace written at the end."""
         parts: list[str] = []
         usage: Mapping[str, Any] | None = None
         error: str | None = None
         try:
-            async for data in stream:
-                if data != "[DONE]":
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        chunk = {}
-                    usage = chunk.get("usage") or usage
-                    for ch in chunk.get("choices") or []:
-                        parts.append((ch.get("delta") or {}).get("content") or "")
-                yield data
+            async for item in stream:
+                chunk = as_dict(item)
+                usage = chunk.get("usage") or usage
+                for ch in chunk.get("choices") or []:
+                    parts.append((ch.get("delta") or {}).get("content") or "")
+                yield item
         except BaseException as exc:
             error = f"stream ended early: {type(exc).__name__}"
             raise
         finally:
+            if isinstance(stream, ManagedStream):
+                await stream.aclose()
             text = "".join(parts)
             if usage:
                 pt, ct = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))

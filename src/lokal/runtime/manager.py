@@ -108,7 +108,15 @@ class ModelManager:
         worker = make_worker(engine, spec.alias, self.settings.queue_size)
         lm = LoadedModel(spec, variant, engine, worker, ttl if ttl is not None else self.settings.ttl_seconds)
         self._loaded[variant.id] = lm
-        log.info("loaded %s (%s) in %.2fs", spec.alias, variant.id, engine.info.load_seconds)
+        synthetic = spec.synthetic or engine.info.extra.get("synthetic") is True
+        log.info(
+            "loaded %s (%s%s) in %.2fs, %.0f MiB",
+            spec.alias,
+            variant.id,
+            ", SYNTHETIC" if synthetic else "",
+            engine.info.load_seconds,
+            lm.memory_bytes / 2**20,
+        )
         self.on_change()
         return lm
 
@@ -167,7 +175,7 @@ class ModelManager:
             )
         )
         await asyncio.to_thread(lm.worker.close)
-        log.info("unloaded %s", lm.spec.alias)
+        log.info("unloaded %s (%s), %.0f MiB freed", lm.spec.alias, lm.variant.id, lm.memory_bytes / 2**20)
         self.on_change()
 
     async def reap_expired(self) -> list[str]:

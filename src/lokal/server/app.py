@@ -22,10 +22,11 @@ from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError
 from lokal.runtime.engines import make_engine
 from lokal.runtime.manager import ModelManager
+from lokal.server.access_log import AccessLog
 from lokal.server.body import validation_message
 from lokal.server.front_door import FrontDoor, error_response
 from lokal.server.metrics import Metrics
-from lokal.server.routes import admin, openai
+from lokal.server.routes import admin, messages, openai, responses
 from lokal.server.serving import Serving
 from lokal.server.state import AppState
 
@@ -96,6 +97,8 @@ def create_app(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
+    app.add_middleware(AccessLog)  # outermost: one info line per request, refused ones included
+
     @app.exception_handler(LokalError)
     async def lokal_error(_: Request, exc: LokalError) -> JSONResponse:
         return error_response(exc)
@@ -113,6 +116,8 @@ def create_app(
         return JSONResponse(body, status_code=exc.status_code)
 
     app.include_router(openai.router)
+    app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(admin.router)
     _install_optional(app, state)
     return app

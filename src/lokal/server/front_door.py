@@ -40,14 +40,20 @@ log = logging.getLogger("lokal.server")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 # The playground page and its assets: open without a key (the page asks for it) and to cross-site navigation.
 PAGE_PATHS = ("/static/", "/favicon.ico")
+MESSAGES_PATH = "/v1/messages"  # the Anthropic Messages API: its errors are Anthropic-shaped
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 Counter = Callable[[str, str, int], None]  # (method, route template, status)
 
 
-def error_response(exc: LokalError) -> JSONResponse:
+def error_response(exc: LokalError, path: str = "") -> JSONResponse:
+    """OpenAI's error body; Anthropic's on the Messages routes, whose SDKs read that shape."""
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    if path.startswith(MESSAGES_PATH):
+        from lokal.protocol.messages import ErrorBody
+
+        return JSONResponse(ErrorBody.of(exc).model_dump(), status_code=exc.status_code, headers=headers)
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
@@ -119,6 +125,7 @@ class FrontDoor:
         self.origins = set(settings.cors_origins)
         self.max_body = int(settings.max_body_mb * 2**20)
         self._key = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+        self._bare_key = settings.api_key.encode() if settings.api_key else b""  # Anthropic clients: x-api-key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -129,7 +136,7 @@ class FrontDoor:
             receive = await self._admit(scope, headers, receive)
         except LokalError as exc:
             if scope["type"] == "http":
-                await error_response(exc)(scope, receive, send)
+                await error_response(exc, scope["path"])(scope, receive, send)
                 self._count(scope, exc.status_code)
             else:
                 await send({"type": "websocket.close", "code": 1008})
@@ -160,7 +167,11 @@ class FrontDoor:
             raise Starting("lokal is starting (preparing its default model); retry shortly", retry_after=1)
         if self._key is not None and not page and not self._open(path):
             given = headers.get("authorization", "").encode("utf-8", "replace")
-            if not hmac.compare_digest(given, self._key):
+            anthropic = headers.get("x-api-key", "").encode("utf-8", "replace")
+            # Both compared, always: which header was sent must not change the timing.
+            bearer_ok = hmac.compare_digest(given, self._key)
+            anthropic_ok = hmac.compare_digest(anthropic, self._bare_key)
+            if not (bearer_ok or anthropic_ok):
                 raise AuthenticationError("Incorrect API key provided.")
         if method in _BODY_METHODS and scope["type"] == "http":
             return await self._read_body(headers, receive)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
 from lokal.protocol.chat import ChatCompletionRequest
+from lokal.protocol.outputs import LokalModelInfo, LokalRouterInfo, ModelCard
 from lokal.runtime.manager import ModelManager
 from lokal.server.metrics import Metrics
 from lokal.server.serving import Outcome, Serving
@@ -49,48 +50,39 @@ class AppState:
     def is_cached(self, variant: Variant) -> bool:
         return variant.engine == "remote" or self.locate(variant) is not None
 
-    def _card(self, spec: ModelSpec, variant: Variant) -> dict[str, Any]:
+    def _card(self, spec: ModelSpec, variant: Variant) -> ModelCard:
         loaded = self.manager._loaded.get(variant.id)
-        return {
-            "id": spec.alias,
-            "object": "model",
-            "created": 0,
-            "owned_by": spec.publisher,
-            "lokal": {
-                "variant": variant.id,
-                "engine": variant.engine,
-                "device": variant.device,
-                "task": spec.task,
-                "synthetic": spec.synthetic,
-                "cached": self.is_cached(variant),
-                "loaded": loaded is not None,
-                "context_length": spec.context_length,
-                "capabilities": spec.capabilities,
-                "description": spec.description,
-            },
-        }
+        return ModelCard(
+            id=spec.alias,
+            owned_by=spec.publisher,
+            lokal=LokalModelInfo(
+                variant=variant.id,
+                engine=variant.engine,
+                device=variant.device,
+                task=spec.task,
+                synthetic=spec.synthetic,
+                cached=self.is_cached(variant),
+                loaded=loaded is not None,
+                context_length=spec.context_length,
+                capabilities=spec.capabilities,
+                description=spec.description,
+            ),
+        )
 
-    def model_cards(self, include_all: bool = False) -> list[dict[str, Any]]:
+    def model_cards(self, include_all: bool = False) -> list[ModelCard]:
         cards = []
         for spec in self.catalog.specs():
             variant = self.catalog.best_variant(spec)
             if include_all or self.is_cached(variant):
                 cards.append(self._card(spec, variant))
         if self.router is not None:
-            for name in self.router.names():
-                cards.append(
-                    {
-                        "id": name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "lokal-router",
-                        "lokal": {"router": True, "task": "chat-completion"},
-                    }
-                )
+            cards += [
+                ModelCard(id=name, owned_by="lokal-router", lokal=LokalRouterInfo()) for name in self.router.names()
+            ]
         return cards
 
-    def model_card(self, name: str) -> dict[str, Any]:
+    def model_card(self, name: str) -> ModelCard:
         if self.router is not None and self.router.handles(name):
-            return {"id": name, "object": "model", "created": 0, "owned_by": "lokal-router"}
+            return ModelCard(id=name, owned_by="lokal-router")
         spec, variant = self.catalog.resolve(name)
         return self._card(spec, variant)

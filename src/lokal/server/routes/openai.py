@@ -1,4 +1,5 @@
-"""The OpenAI-compatible endpoints under /v1. Thin: parse, hand to serving, frame the answer.
+"""The OpenAI-compatible endpoints under /v1. Thin: parse, hand to serving, write the typed answer (streams
+through protocol/sse.py, the one SSE encoder).
 
 Every request runs under a disconnect watch: until its answer starts (while it waits in the queue, while the
 engine reads its prompt and, for an answer sent whole, during all of its generation) a client that leaves
@@ -8,18 +9,19 @@ cancels it. Once a stream has started, Starlette's StreamingResponse watches ins
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
-from lokal.errors import EngineError, LokalError
+from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
+from lokal.protocol.outputs import ModelList
 from lokal.server.body import parse_body
 from lokal.server.serving import Outcome
 from lokal.server.state import AppState
@@ -69,50 +71,33 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
 async def _discard(result: object) -> None:
     outcome = result[0] if isinstance(result, tuple) else result
     if isinstance(outcome, Outcome) and outcome.stream is not None:
-        await outcome.stream.aclose()  # type: ignore[attr-defined]
-
-
-def _error_frame(exc: LokalError) -> str:
-    return f"data: {json.dumps(exc.to_dict())}\n\n"
-
-
-async def _sse_frames(events: AsyncIterator[str]) -> AsyncIterator[str]:
-    """SSE framing of serialised chunks. Plain StreamingResponse rather than sse-starlette's EventSourceResponse:
-    the latter's ping/sender task group added ~10 ms to the first token (measured); Starlette still cancels this
-    generator when the client disconnects, which stops the engine at its next token. A failure after the first
-    byte (the status line is long gone) ends the stream with one OpenAI-shaped error frame and no [DONE], which
-    the openai SDK raises as an APIError and the playground shows."""
-    try:
-        async for data in events:
-            yield f"data: {data}\n\n"
-    except LokalError as exc:
-        yield _error_frame(exc)
-    except Exception as exc:
-        log.exception("stream failed after it started")
-        yield _error_frame(EngineError(f"internal error: {type(exc).__name__}: {exc}"))
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await outcome.stream.aclose()
 
 
 def _respond(outcome: Outcome, headers: dict[str, str] | None = None) -> Response:
     hdrs = {"x-lokal-model": outcome.model_id, **(headers or {})}
     if outcome.stream is not None:
         return StreamingResponse(
-            _sse_frames(outcome.stream),
+            sse.encode(outcome.stream),
             media_type="text/event-stream",
             headers={**hdrs, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return JSONResponse(outcome.body, headers=hdrs)
+    assert outcome.body is not None
+    return _json(outcome.body, hdrs)
+
+
+def _json(body: BaseModel, headers: dict[str, str] | None = None) -> Response:
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.get("/v1/models")
-async def list_models(request: Request, all: bool = False) -> dict[str, Any]:
-    return {"object": "list", "data": _state(request).model_cards(include_all=all)}
+async def list_models(request: Request, all: bool = False) -> Response:
+    return _json(ModelList(data=_state(request).model_cards(include_all=all)))
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    return _state(request).model_card(model_id)
+async def get_model(request: Request, model_id: str) -> Response:
+    return _json(_state(request).model_card(model_id))
 
 
 @router.post("/v1/chat/completions")
@@ -140,4 +125,4 @@ async def embeddings(request: Request) -> Response:
     if result is None:
         return Response(status_code=CLIENT_GONE)
     # Thousands of vectors take a while to serialise: off the event loop, like the work that made them.
-    return await asyncio.to_thread(JSONResponse, result)
+    return await asyncio.to_thread(_json, result)

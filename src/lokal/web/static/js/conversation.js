@@ -189,6 +189,16 @@ export class Pane {
     this.scroll(true);
   }
 
+  // The question and lokal's refusal, shown as a turn; neither goes into the history sent to the model.
+  refuse(prompt, text) {
+    this.addUser(prompt);
+    const box = div("msg assistant refusal", text);
+    box.dataset.state = "refused";
+    box.setAttribute("role", "status");
+    this.messages.append(box);
+    this.scroll(true);
+  }
+
   // Follows the stream only while the reader is at the bottom; scrolling up to read is not fought.
   scroll(force = false) {
     const m = this.messages;

@@ -183,13 +183,14 @@ function showRagMode() {
     : "";
 }
 
+// { passages, refusal }: a refusal (Collection mode, nothing passed the server's relevance gate) means no answer.
 async function gatherPassages(prompt, signal) {
-  if (settings.ragMode === "text") return splitPassages(settings.ragText);
+  if (settings.ragMode === "text") return { passages: splitPassages(settings.ragText), refusal: null };
   if (settings.ragMode === "collection" && ui.ragCollection.value) {
     return searchCollection({ collection: ui.ragCollection.value, query: prompt, k: settings.ragK,
       mode: settings.ragSearchMode, apiKey: apiKey(), signal });
   }
-  return [];
+  return { passages: [], refusal: null };
 }
 
 // ---- chat ----------------------------------------------------------------------------------------------
@@ -300,20 +301,21 @@ async function send() {
   const search = new AbortController();
   inFlight.add(search);
   try {
-    let passages;
+    let grounding;
     try {
-      passages = await gatherPassages(prompt, search.signal);
+      grounding = await gatherPassages(prompt, search.signal);
     } catch (err) {
       if (!isAbort(err)) for (const pane of targets) pane.notice(err);
       return;
     } finally {
       inFlight.delete(search);
     }
-    if (settings.ragMode === "collection" && !passages.length) {
-      for (const pane of targets) pane.notice(new Error("The collection search found no passage for this prompt."));
+    if (grounding.refusal) {
+      // Refused like `lokal rag ask` and the Chainlit chat: the model is not asked to answer from noise.
+      for (const pane of targets) pane.refuse(prompt, grounding.refusal);
       return;
     }
-    await Promise.all(targets.map((pane) => runTurn(pane, prompt, passages)));
+    await Promise.all(targets.map((pane) => runTurn(pane, prompt, grounding.passages)));
   } finally {
     setBusy(false);
     ui.prompt.focus();

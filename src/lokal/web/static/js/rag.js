@@ -75,11 +75,20 @@ export async function listCollections(apiKey) {
   }
 }
 
+// The server applies lokal's one relevance gate (the CLI and the Chainlit chat use the same): only the hits
+// it lists in `context` may ground an answer, and with none it sends the refusal the CLI prints.
 export async function searchCollection({ collection, query, k, mode, apiKey, signal }) {
   const body = await apiJson("/v1/rag/search", { method: "POST", apiKey, signal, body: { collection, query, k, mode } });
-  return (body.data ?? []).map((hit, i) => {
-    const name = String(hit.source ?? "").split(/[\\/]/).pop();
-    const where = hit.location ? ` ${hit.location}` : "";
-    return { n: i + 1, source: `${name}${where}`.trim() || collection, text: String(hit.text ?? ""), score: hit.score };
-  });
+  const hits = body.data ?? [];
+  const used = Array.isArray(body.context) ? new Set(body.context) : null;
+  const passages = hits
+    .filter((hit) => used === null || used.has(hit.rank))
+    .map((hit, i) => {
+      const name = String(hit.source ?? "").split(/[\\/]/).pop();
+      const where = hit.location ? ` ${hit.location}` : "";
+      return { n: i + 1, source: `${name}${where}`.trim() || collection, text: String(hit.text ?? ""),
+        score: hit.score, similarity: hit.dense };
+    });
+  const refusal = body.refusal ?? (passages.length ? null : `Nothing relevant was found in the collection '${collection}'.`);
+  return { passages, refusal };
 }

@@ -1,0 +1,48 @@
+"""What `model remove` and `cache remove` share: the bytes a removal frees (shown before asking), and a
+model loaded in the running server unloaded first, so a removed model is never left loaded and, with its
+catalog entry gone, impossible to unload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+from lokal.catalog.cache import Cache, tree_size
+from lokal.catalog.spec import ModelSpec, Variant
+from lokal.cli import ps_rows, target
+
+
+def deletable(cache: Cache, variants: list[Variant]) -> list[tuple[Variant, Path, int]]:
+    """(variant, path, bytes) for each variant whose files lokal created and would delete."""
+    found: list[tuple[Variant, Path, int]] = []
+    for variant in variants:
+        if variant.engine == "remote":
+            continue
+        path = cache.path_for(variant)
+        # Downloads go with their <version> folder (an interrupted .part and sidecar files too).
+        where = path if variant.path else path.parent
+        if not cache.is_managed(where) or where.is_symlink():
+            continue  # a file the user brought (or nothing there): not lokal's to delete
+        found.append((variant, where, tree_size(where)))
+    return found
+
+
+def loaded_on(base: str, spec: ModelSpec) -> list[str]:
+    """Variant ids of `spec` the server at `base` has loaded; [] when no server answers there."""
+    if not target.is_up(base):
+        return []
+    try:
+        resp = httpx.get(base + "/lokal/ps", headers=target.headers(), timeout=5)
+        rows = ps_rows.models(resp.json()) if resp.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return []
+    ids = {v.id.lower() for v in spec.variants}
+    return [str(m["id"]) for m in rows if str(m.get("id", "")).lower() in ids]
+
+
+def unload(base: str, variant_ids: list[str]) -> None:
+    """Unload each (exit 1 with the server's reason, e.g. requests in flight, before anything is deleted)."""
+    for variant_id in variant_ids:
+        target.call(base, "POST", f"/lokal/models/{quote(variant_id, safe='')}/unload", force="false")
