@@ -216,10 +216,10 @@ def test_two_turns_a_follow_up_uses_the_conversation(
     # "it" found the port passage because the search carried the previous question.
     assert "LOKAL_PORT" in messages[3]["content"]
     assert any(h.name == "guide.md" for h in second.sources)
-    assert browser.run(lambda: chat_app.cl.user_session.get("history"))[-1] == {
-        "role": "assistant",
-        "content": second.text,
-    }
+    async def history() -> Any:
+        return cl.user_session.get("history")
+
+    assert browser.run(history)[-1] == {"role": "assistant", "content": second.text}
 
 
 def test_settings_reach_the_gate_and_the_model(chat_env: Path, fake_openai: FakeOpenAI, browser: Browser) -> None:
@@ -242,9 +242,13 @@ def test_uploaded_file_is_ingested_into_the_chat_collection_and_answers(
     upload = tmp_path / "upload-3f2a"  # Chainlit stores uploads under opaque names; the element keeps the real one
     upload.write_text("# Generator\n\nThe backup generator is tested every Tuesday at noon.\n", encoding="utf-8")
     browser.run(chat_app.on_chat_start)
-    element = cl.File(name="ops.md", path=str(upload), mime="text/markdown")
     question = "When is the backup generator tested?"
-    answer = browser.run(lambda: chat_app.on_message(cl.Message(content=question, elements=[element])))
+
+    async def ask_with_file() -> Any:
+        element = cl.File(name="ops.md", path=str(upload), mime="text/markdown")  # as Chainlit hands it over
+        return await chat_app.on_message(cl.Message(content=question, elements=[element]))
+
+    answer = browser.run(ask_with_file)
 
     outputs = [s["output"] for s in browser.emitter.steps]
     assert any(o.startswith("Added 1 file(s) to **docs**") for o in outputs)
@@ -256,13 +260,17 @@ def test_uploaded_file_is_ingested_into_the_chat_collection_and_answers(
     before = len(fake_openai.requests)
     other = tmp_path / "x"
     other.write_text("Spare fuses are kept in the red cabinet.", encoding="utf-8")
-    only = cl.File(name="fuses.txt", path=str(other), mime="text/plain")
-    assert browser.run(lambda: chat_app.on_message(cl.Message(content="", elements=[only]))) is None
+
+    async def file_only() -> Any:
+        only = cl.File(name="fuses.txt", path=str(other), mime="text/plain")
+        return await chat_app.on_message(cl.Message(content="", elements=[only]))
+
+    assert browser.run(file_only) is None
     assert len(fake_openai.requests) == before
     assert browser.emitter.steps[-1]["output"].startswith("Added 1 file(s) to **docs**")
 
 
-def test_sources_are_listed_in_the_order_cited() -> None:
+def test_sources_are_listed_in_the_order_cited(browser: Browser) -> None:
     from lokal.rag.answer import Answer
     from lokal.rag.retrieve import Hit
 
@@ -271,7 +279,11 @@ def test_sources_are_listed_in_the_order_cited() -> None:
     footer = chat_app.sources_footer(answer)
     assert footer.index("source 3: f3.md") < footer.index("source 1: f1.md")
     assert "Also given to the model, not cited: source 2" in footer
-    assert [e.name for e in chat_app.source_elements(answer)] == ["source 3", "source 1", "source 2"]
+
+    async def names() -> list[str]:
+        return [e.name for e in chat_app.source_elements(answer)]
+
+    assert browser.run(names) == ["source 3", "source 1", "source 2"]
 
 
 def test_page_links_to_no_other_host() -> None:

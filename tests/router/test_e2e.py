@@ -89,3 +89,65 @@ def test_unknown_router_names_are_plain_model_errors(server: Any) -> None:
         json={"model": "auto-nope", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert r.status_code == 404 and r.json()["error"]["code"] in ("model_not_found", None)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+FORCED = {"type": "function", "function": {"name": "weather"}}
+
+
+def test_model_auto_passes_tools_through_to_a_local_model(server: Any) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+    for _ in range(2):  # the second identical request must not be a text-only cache hit
+        resp = client.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Summarize the weather in Paris."}],
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice=FORCED,  # type: ignore[arg-type]
+            max_tokens=160,
+            temperature=0,
+        )
+        choice = resp.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+        call = choice.message.tool_calls[0]
+        assert call.function.name == "weather"  # type: ignore[union-attr]
+        assert json.loads(call.function.arguments)["city"] in ("Paris", "Oslo")  # type: ignore[union-attr]
+
+
+def test_a_remote_router_candidate_forwards_tools_and_returns_the_calls(server: Any) -> None:
+    """The router's upstream client against a real OpenAI-compatible server (lokal itself, on the tiny model):
+    tools and tool_choice go out, and the calls come back in the routed answer."""
+    from lokal.router.catalog import Endpoint
+    from lokal.router.policy import Candidate
+    from lokal.router.server import _from_upstream
+    from lokal.router.upstream import UpstreamClients
+
+    clients = UpstreamClients()
+    try:
+        result = clients.chat(
+            Endpoint(base_url=server.base_url),
+            "tiny",
+            [{"role": "user", "content": "Weather in Oslo?"}],
+            {"tools": [WEATHER], "tool_choice": FORCED, "max_tokens": 160, "temperature": 0, "top_k": 1},
+            120,
+        )
+    finally:
+        clients.close()
+    assert result.raw is not None and result.finish_reason == "tool_calls"
+    cand = Candidate("remote-tiny", "tiny", server.base_url, "peer", "primary")
+    body = _from_upstream(cand, result, {"router": "auto"})
+    calls = body.choices[0].message.tool_calls
+    assert body.model == "remote-tiny" and body.choices[0].finish_reason == "tool_calls"
+    assert calls and calls[0].function.name == "weather"
+    assert json.loads(calls[0].function.arguments)["city"] in ("Paris", "Oslo")

@@ -19,16 +19,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from lokal.engines.base import ToolCallDelta
 from lokal.errors import LokalError
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.chunks import ChatChunks
 from lokal.protocol.common import as_dict, new_id, now
-from lokal.protocol.outputs import ChatChoice, ChatCompletion, ChatMessage, FinishReason, Usage
+from lokal.protocol.logprobs import ChatLogprobs
+from lokal.protocol.outputs import ChatChoice, ChatCompletion, ChatMessage, FinishReason, FunctionCall, ToolCall, Usage
 from lokal.protocol.sse import Item
 from lokal.router.policy import Candidate, RouteDecision
 from lokal.router.router import NoRouteAvailable
 from lokal.router.serving import ServedRouter, response_headers
-from lokal.router.upstream import CallFailed, ChatResult, estimate_tokens
+from lokal.router.upstream import EXTENSION_PARAMS, STRUCTURED_PARAMS, CallFailed, ChatResult, estimate_tokens
 from lokal.server.serving import Outcome
 from lokal.server.state import AppState
 from lokal.server.streaming import ManagedStream
@@ -37,16 +39,35 @@ log = logging.getLogger("lokal.router")
 
 
 def _params(body: ChatCompletionRequest) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "temperature": body.temperature,
         "top_p": body.top_p,
         "max_tokens": body.requested_max_tokens,
         "stop": body.stop,
         "seed": body.seed,
     }
+    sent = body.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    for key in (*STRUCTURED_PARAMS, *EXTENSION_PARAMS, "response_format", "presence_penalty", "frequency_penalty"):
+        if key in sent:
+            params[key] = sent[key]
+    return params
+
+
+def _structured(params: dict[str, Any]) -> bool:
+    """A request whose answer is more than text: the text cache cannot answer it."""
+    return any(params.get(k) not in (None, False, 1) for k in STRUCTURED_PARAMS) or (
+        isinstance(params.get("response_format"), dict) and params["response_format"].get("type") == "json_schema"
+    )
+
+
+def _upstream_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """The conversation as the client sent it (tool calls and tool results included) for a remote model."""
+    return [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
 
 
 def _openai_body(cand: Candidate, result: ChatResult, info: dict[str, Any]) -> ChatCompletion:
+    if result.raw is not None:  # tool calls, logprobs or several choices: the upstream's answer as it came
+        return _from_upstream(cand, result, info)
     finish: FinishReason = "length" if result.finish_reason == "length" else "stop"
     return ChatCompletion(
         id=new_id("chatcmpl"),
@@ -58,12 +79,52 @@ def _openai_body(cand: Candidate, result: ChatResult, info: dict[str, Any]) -> C
     )
 
 
+def _from_upstream(cand: Candidate, result: ChatResult, info: dict[str, Any]) -> ChatCompletion:
+    """The OpenAI fields of an upstream's answer (an upstream may add its own, which the wire models refuse)."""
+    raw = result.raw or {}
+    choices = []
+    for n, ch in enumerate(raw.get("choices") or []):
+        msg = ch.get("message") or {}
+        calls = [
+            ToolCall(id=c["id"], function=FunctionCall(name=c["function"]["name"], arguments=fn["arguments"]))
+            for c in msg.get("tool_calls") or []
+            for fn in [c["function"]]
+        ]
+        lp = ch.get("logprobs")
+        reason = ch.get("finish_reason")
+        choices.append(
+            ChatChoice(
+                index=int(ch.get("index", n)),
+                message=ChatMessage(content=msg.get("content"), tool_calls=calls or None),
+                logprobs=ChatLogprobs.model_validate({"content": lp.get("content") or []}) if lp else None,
+                finish_reason=reason if reason in ("stop", "length", "tool_calls") else "stop",
+            )
+        )
+    return ChatCompletion(
+        id=str(raw.get("id") or new_id("chatcmpl")),
+        created=int(raw.get("created") or now()),
+        model=cand.model,
+        choices=choices,
+        usage=Usage.of(result.prompt_tokens, result.completion_tokens),
+        lokal_router=info,
+    )
+
+
 async def _one_chunk_stream(body: ChatCompletion, include_usage: bool) -> AsyncGenerator[Item, None]:
     chunks = ChatChunks(body.id, body.created, body.model, body.system_fingerprint)
-    choice = body.choices[0]
-    yield chunks.role(0)
-    yield chunks.content(0, choice.message.content or "")
-    yield chunks.finish(0, choice.finish_reason)
+    for choice in body.choices:
+        yield chunks.role(choice.index)
+        if choice.message.content:
+            yield chunks.content(choice.index, choice.message.content)
+        if choice.message.tool_calls:
+            yield chunks.tool_calls(
+                choice.index,
+                [
+                    ToolCallDelta(n, c.id, c.function.name, c.function.arguments)
+                    for n, c in enumerate(choice.message.tool_calls)
+                ],
+            )
+        yield chunks.finish(choice.index, choice.finish_reason)
     if include_usage:
         yield chunks.usage(body.usage)
 
@@ -90,6 +151,7 @@ class RouterHook:
         # Detection may encode with MiniLM (and load it the first time): keep it off the event loop.
         decision = await asyncio.to_thread(self.served.plan, body.model, messages, max_tokens=body.requested_max_tokens)
         params = _params(body)
+        cacheable = not _structured(params)
         started = time.perf_counter()
         errors: list[str] = []
         policy = self.served.router.catalog.policy
@@ -105,7 +167,7 @@ class RouterHook:
                 "fallback_used": i > 0,
             }
             headers = response_headers(decision, cand.model)
-            if not body.stream:
+            if not body.stream and cacheable:
                 hit = self.served.cache_get(cand, messages, params)
                 if hit is not None:
                     result = ChatResult(hit.content, hit.prompt_tokens, hit.completion_tokens, "stop")
@@ -115,16 +177,17 @@ class RouterHook:
                 if cand.endpoint is None:
                     outcome = await self.state.serving.chat(body.model_copy(update={"model": cand.upstream_model}))
                     return self._local(outcome, decision, cand, started, i > 0, messages, params, info), headers
-                result = await self._remote(cand, messages, params, policy.retries, policy.backoff_s)
+                result = await self._remote(cand, _upstream_messages(body), params, policy.retries, policy.backoff_s)
             except (LokalError, CallFailed) as exc:
                 msg = exc.message if isinstance(exc, LokalError) else str(exc)
                 cool = exc.cool if isinstance(exc, CallFailed) else exc.status_code >= 500
                 errors.append(f"{cand.model}: {msg}")
                 self.served.failed(cand.model, msg, cool=cool)
                 continue
-            self.served.cache_put(
-                cand, messages, params, result.content, (result.prompt_tokens, result.completion_tokens)
-            )
+            if cacheable:
+                self.served.cache_put(
+                    cand, messages, params, result.content, (result.prompt_tokens, result.completion_tokens)
+                )
             self._record(decision, cand.model, started, result, None, i > 0, False, messages)
             out = _openai_body(cand, result, info)
             if body.stream:
@@ -185,7 +248,8 @@ class RouterHook:
                 body.usage.completion_tokens,
                 choice.finish_reason if choice else None,
             )
-            self.served.cache_put(cand, messages, params, text, (result.prompt_tokens, result.completion_tokens))
+            if not _structured(params):
+                self.served.cache_put(cand, messages, params, text, (result.prompt_tokens, result.completion_tokens))
             self._record(decision, cand.model, started, result, None, fallback, False, messages)
             return outcome
         assert outcome.stream is not None

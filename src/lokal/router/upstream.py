@@ -22,6 +22,19 @@ FORWARDED_PARAMS = (
     "presence_penalty",
     "frequency_penalty",
 )
+# What apps and agents send beyond sampling (issue 12): forwarded as they came, and never answered from the
+# router's text cache, which keeps content only.
+STRUCTURED_PARAMS = (
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "n",
+)
+# llama.cpp/vLLM extensions the openai client has no argument for: they travel in the body as they are.
+EXTENSION_PARAMS = ("top_k", "min_p", "repeat_penalty", "repetition_penalty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +44,8 @@ class ChatResult:
     completion_tokens: int
     finish_reason: str | None
     usage_estimated: bool = False
+    # The upstream's whole answer when it holds more than text (tool calls, logprobs, several choices).
+    raw: Mapping[str, Any] | None = None
 
 
 class CallFailed(Exception):
@@ -74,7 +89,12 @@ class UpstreamClients:
         params: Mapping[str, Any],
         timeout_s: float,
     ) -> ChatResult:
-        kwargs = {k: params[k] for k in FORWARDED_PARAMS if params.get(k) is not None}
+        kwargs: dict[str, Any] = {
+            k: params[k] for k in (*FORWARDED_PARAMS, *STRUCTURED_PARAMS) if params.get(k) is not None
+        }
+        extension = {k: params[k] for k in EXTENSION_PARAMS if params.get(k) is not None}
+        if extension:
+            kwargs["extra_body"] = extension
         try:
             resp = self.client(endpoint).chat.completions.create(
                 model=model,
@@ -99,10 +119,16 @@ class UpstreamClients:
             raise CallFailed("the upstream returned no choices", retryable=True, cool=True)
         choice = resp.choices[0]
         content = choice.message.content or ""
+        structured = len(resp.choices) > 1 or bool(choice.message.tool_calls) or choice.logprobs is not None
+        raw = resp.model_dump(mode="json", exclude_none=True) if structured else None
         if resp.usage is not None:
-            return ChatResult(content, resp.usage.prompt_tokens, resp.usage.completion_tokens, choice.finish_reason)
+            return ChatResult(
+                content, resp.usage.prompt_tokens, resp.usage.completion_tokens, choice.finish_reason, raw=raw
+            )
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
-        return ChatResult(content, estimate_tokens(prompt_text), estimate_tokens(content), choice.finish_reason, True)
+        return ChatResult(
+            content, estimate_tokens(prompt_text), estimate_tokens(content), choice.finish_reason, True, raw=raw
+        )
 
     def close(self) -> None:
         with self._lock:
