@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -93,7 +94,9 @@ def test_model_and_cache_remove_ask_and_no_changes_nothing(lokal_home: Path, tin
     assert not [p for p in (lokal_home / "models").rglob("*") if p.is_file()]
 
 
-def test_model_remove_of_a_loaded_model_unloads_it_first(tiny_gguf: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_model_remove_of_a_loaded_model_unloads_it_first(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     write_catalog(home, standard_entries(tiny_gguf))
     with LokalServer(home, args=["--model", "tiny"]) as srv:

@@ -197,9 +197,7 @@ def test_lokal_chat_launches_the_chainlit_server(chat_env: Path, tmp_path: Path)
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)  # the UI stopped with its launcher
 
 
-def test_two_turns_a_follow_up_uses_the_conversation(
-    chat_env: Path, fake_openai: FakeOpenAI, browser: Browser
-) -> None:
+def test_two_turns_a_follow_up_uses_the_conversation(chat_env: Path, fake_openai: FakeOpenAI, browser: Browser) -> None:
     browser.run(chat_app.on_chat_start)
     first_q = "Which port does the server listen on by default?"
     first = browser.run(lambda: chat_app.on_message(cl.Message(content=first_q)))
@@ -216,6 +214,7 @@ def test_two_turns_a_follow_up_uses_the_conversation(
     # "it" found the port passage because the search carried the previous question.
     assert "LOKAL_PORT" in messages[3]["content"]
     assert any(h.name == "guide.md" for h in second.sources)
+
     async def history() -> Any:
         return cl.user_session.get("history")
 

@@ -118,4 +118,4 @@ def install_offline_page(server_module: ModuleType) -> None:
         return offline_html(original(root_path))
 
     template._lokal_offline = True  # type: ignore[attr-defined]
-    server_module.get_html_template = template
+    server_module.get_html_template = template  # type: ignore[attr-defined]
