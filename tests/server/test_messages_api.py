@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from anthropic.types import Message, MessageParam, ToolParam
+from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
 
 from lokal.errors import EngineError, ModelUnloaded, Overloaded
 from lokal.protocol.messages import TOOL_ERROR_PREFIX, ErrorBody, MessagesRequest, ToolChoice
@@ -27,8 +27,14 @@ WEATHER: ToolParam = {
     "description": "The weather in a city",
     "input_schema": {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-        "required": ["city", "days"],
+        # Bounded, so that the grammar ends the call within max_tokens even on random weights
+        "properties": {
+            "city": {"type": "string", "maxLength": 12},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "array", "items": {"type": "integer", "enum": [1, 2, 3]}, "maxItems": 3},
+        },
+        "required": ["city", "unit", "days"],
+        "additionalProperties": False,
     },
 }
 # Sampling fields go in extra_body: this SDK version dropped them from its signature, but clients still send them.
@@ -151,13 +157,16 @@ def test_stream_event_order(lokal_server: LokalServer) -> None:
 
 
 # -- tools -----------------------------------------------------------------------------------------------------
+ONE_CALL: ToolChoiceToolParam = {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+
+
 def _forced(**extra: Any) -> dict[str, Any]:
     return {
         "model": "tiny",
         "max_tokens": 200,
         "messages": [{"role": "user", "content": "Weather in Paris for 3 days?"}],
         "tools": [WEATHER],
-        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "tool_choice": ONE_CALL,
         **extra,
     }
 
@@ -165,42 +174,43 @@ def _forced(**extra: Any) -> dict[str, Any]:
 def test_forced_tool_use_validates_against_the_schema(client: anthropic.Anthropic) -> None:
     m = client.messages.create(**_forced())
     uses = [b for b in m.content if b.type == "tool_use"]
-    assert len(uses) >= 1, m.content
+    assert len(uses) == 1, m.content
     assert m.stop_reason == "tool_use"
-    for use in uses:
-        assert use.name == "get_weather" and use.id.startswith("toolu_")
-        jsonschema.validate(use.input, WEATHER["input_schema"])
+    assert uses[0].name == "get_weather" and uses[0].id.startswith("toolu_")
+    jsonschema.validate(uses[0].input, WEATHER["input_schema"])
     counted = client.messages.count_tokens(
-        model="tiny",
-        messages=_forced()["messages"],
-        tools=[WEATHER],
-        tool_choice={"type": "tool", "name": "get_weather"},
+        model="tiny", messages=_forced()["messages"], tools=[WEATHER], tool_choice=ONE_CALL
     )
     assert counted.input_tokens == m.usage.input_tokens
 
 
+def test_parallel_forced_calls_each_validate(client: anthropic.Anthropic) -> None:
+    m = client.messages.create(**_forced(tool_choice={"type": "tool", "name": "get_weather"}, max_tokens=120))
+    uses = [b for b in m.content if b.type == "tool_use"]
+    assert uses and m.stop_reason in {"tool_use", "max_tokens"}, m
+    # Random weights may go on calling until max_tokens: then the last call is the one cut short.
+    for use in uses if m.stop_reason == "tool_use" else uses[:-1]:
+        jsonschema.validate(use.input, WEATHER["input_schema"])
+    assert len({u.id for u in uses}) == len(uses)
+
+
 def test_streamed_tool_use_assembles_to_the_same_input(lokal_server: LokalServer, client: anthropic.Anthropic) -> None:
-    one = {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
-    events = _events(lokal_server, _forced(tool_choice=one))
+    events = _events(lokal_server, _forced(temperature=0.0))
     starts = [d for n, d in events if n == "content_block_start" and d["content_block"]["type"] == "tool_use"]
     assert len(starts) == 1
-    index = starts[0]["index"]
-    block = starts[0]["content_block"]
+    index, block = starts[0]["index"], starts[0]["content_block"]
     assert block["name"] == "get_weather" and block["id"].startswith("toolu_") and block["input"] == {}
-    parts = [d["delta"]["partial_json"] for n, d in events if n == "content_block_delta" and d["index"] == index]
-    assert all(
-        d["delta"]["type"] == "input_json_delta"
-        for n, d in events
-        if n == "content_block_delta" and d["index"] == index
-    )
-    streamed = json.loads("".join(parts))
+    deltas = [d["delta"] for n, d in events if n == "content_block_delta" and d["index"] == index]
+    assert deltas and all(d["type"] == "input_json_delta" for d in deltas)
+    streamed = json.loads("".join(d["partial_json"] for d in deltas))
     jsonschema.validate(streamed, WEATHER["input_schema"])
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
-    with client.messages.stream(**_forced()) as stream:
+    whole = client.messages.create(**_forced(), **GREEDY)
+    assert [b.input for b in whole.content if b.type == "tool_use"] == [streamed]
+    with client.messages.stream(**_forced(), **GREEDY) as stream:
         final = stream.get_final_message()
-    uses = [b for b in final.content if b.type == "tool_use"]
-    assert uses and all(isinstance(u.input, dict) for u in uses)
-    jsonschema.validate(uses[0].input, WEATHER["input_schema"])
+    assert [b.input for b in final.content if b.type == "tool_use"] == [streamed]
+    assert final.stop_reason == "tool_use"
 
 
 def test_tool_result_turn_is_accepted(client: anthropic.Anthropic) -> None:
@@ -445,13 +455,13 @@ def test_request_becomes_a_chat_request() -> None:
                             "type": "tool_use",
                             "id": "toolu_1",
                             "name": "get_weather",
-                            "input": {"city": "Oslo", "days": 1},
+                            "input": {"city": "Oslo", "days": [1]},
                         },
                         {
                             "type": "tool_use",
                             "id": "toolu_2",
                             "name": "get_weather",
-                            "input": {"city": "Rome", "days": 2},
+                            "input": {"city": "Rome", "days": [2]},
                         },
                     ],
                 },
@@ -477,7 +487,7 @@ def test_request_becomes_a_chat_request() -> None:
     fields = req.chat_fields()
 
     def call(i: str, city: str, days: int) -> dict[str, Any]:
-        arguments = json.dumps({"city": city, "days": days})
+        arguments = json.dumps({"city": city, "days": [days]})
         return {"id": i, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
 
     assert fields["messages"] == [
@@ -624,6 +634,26 @@ def test_a_whole_chat_answer_reads_like_its_stream() -> None:
         "stop_sequence": None,
         "usage": {"input_tokens": 3, "output_tokens": 4},
     }
+
+
+def test_a_call_cut_by_max_tokens_keeps_what_was_written() -> None:
+    tr = Translator("m")
+    tr.feed(
+        _chunk({"tool_calls": [{"index": 0, "id": "call_a", "function": {"name": "f", "arguments": '{"city": "Os'}}]})
+    )
+    tr.feed(_chunk({}, "length"))
+    tr.end()
+    m = tr.message()
+    assert m.stop_reason == "max_tokens"
+    assert m.content[0].model_dump() == {"type": "tool_use", "id": "toolu_a", "name": "f", "input": {"city": "Os"}}
+    broken = Translator("m")
+    broken.feed(
+        _chunk({"tool_calls": [{"index": 0, "id": "call_b", "function": {"name": "f", "arguments": '{"a": '}}]})
+    )
+    broken.feed(_chunk({}, "tool_calls"))
+    broken.end()
+    with pytest.raises(EngineError):  # a call the model finished must be whole JSON
+        broken.message()
 
 
 def test_translator_refuses_interleaved_calls() -> None:

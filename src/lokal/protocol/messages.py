@@ -80,11 +80,14 @@ class Tool(MessagesModel):
     name: str = Field(min_length=1)
     description: str | None = None
     input_schema: dict[str, Any]
+    strict: bool | None = None  # the whole schema enforced, or a 400 naming what cannot be (as in chat)
 
     def to_chat(self) -> dict[str, Any]:
         function: dict[str, Any] = {"name": self.name, "parameters": self.input_schema}
         if self.description:
             function["description"] = self.description
+        if self.strict is not None:
+            function["strict"] = self.strict
         return {"type": "function", "function": function}
 
 

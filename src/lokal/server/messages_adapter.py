@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import from_json
+
 from lokal.errors import EngineError
 from lokal.protocol.messages import (
     Content,
@@ -163,7 +165,8 @@ class Translator:
             if isinstance(b.content, TextContent):
                 content.append(TextContent(text="".join(b.parts)))
             else:
-                content.append(b.content.model_copy(update={"input": _tool_input(b)}))
+                cut = self.finish == "length"
+                content.append(b.content.model_copy(update={"input": _tool_input(b, partial=cut)}))
         usage = MessageUsage(input_tokens=self.input_tokens, output_tokens=self.output_tokens)
         return Message(
             id=self.id,
@@ -217,13 +220,15 @@ class Translator:
             self.open = None
 
 
-def _tool_input(block: _Block) -> dict[str, Any]:
+def _tool_input(block: _Block, *, partial: bool) -> dict[str, Any]:
+    """The call's input object. `partial`: max_tokens cut the call short, and Anthropic then sends what was
+    written (stop_reason max_tokens says it is incomplete), as its SDK reads a streamed one: the JSON so far."""
     text = "".join(block.parts).strip()
     if not text:
         return {}
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = from_json(text, allow_partial="trailing-strings") if partial else json.loads(text)
+    except ValueError as exc:
         raise EngineError(f"the model's tool call arguments are not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise EngineError(f"the model's tool call arguments are a JSON {type(value).__name__}, not an object")
