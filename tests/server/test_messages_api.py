@@ -17,7 +17,8 @@ from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolPara
 
 from lokal.errors import EngineError, ModelUnloaded, Overloaded
 from lokal.protocol.messages import TOOL_ERROR_PREFIX, ErrorBody, MessagesRequest, ToolChoice
-from lokal.server.messages_adapter import StopScanner, Translator, whole_chunks
+from lokal.server.chat_chunks import whole_chunks
+from lokal.server.messages_adapter import StopScanner, Translator
 from lokal.server.routes.messages import error_event
 from tests.support.server import LokalServer
 

@@ -28,8 +28,9 @@ from lokal.engines.llamacpp import LlamaCppEngine
 from lokal.errors import EngineError, ModelUnloaded
 from lokal.protocol.responses_api import ResponsesRequest, read_items
 from lokal.protocol.responses_output import request_items
+from lokal.server.chat_chunks import whole_chunks
 from lokal.server.response_store import ResponseStore, StoredResponse
-from lokal.server.responses_adapter import Builder, whole_chunk
+from lokal.server.responses_adapter import Builder
 from tests.support.server import LokalServer
 
 WEATHER = {
@@ -650,7 +651,8 @@ def test_builder_makes_one_item_per_text_run_and_call() -> None:
         ],
         "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
     }
-    whole.feed(whole_chunk(body))
+    for chunk in whole_chunks(body):
+        whole.feed(chunk)
     whole.end()
     same = whole.response()
     strip = {"id": True, "output": {"__all__": {"id"}}, "created_at": True}

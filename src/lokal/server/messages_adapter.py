@@ -235,17 +235,4 @@ def _tool_input(block: _Block, *, partial: bool) -> dict[str, Any]:
     return value
 
 
-def whole_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A whole chat completion as the chunks a stream of it would have held (an answer sent whole by a router
-    or a cache reads the same way as a stream)."""
-    choice = (body.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    calls = [{"index": i, **c} for i, c in enumerate(message.get("tool_calls") or ())]
-    delta = {"content": message.get("content"), "tool_calls": calls}
-    return [
-        {"choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}]},
-        {"choices": [], "usage": body.get("usage")},
-    ]
-
-
-__all__ = ["StopScanner", "Translator", "message_id", "tool_use_id", "whole_chunks"]
+__all__ = ["StopScanner", "Translator", "message_id", "tool_use_id"]

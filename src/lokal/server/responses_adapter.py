@@ -1,7 +1,7 @@
 """Chat-completion chunks in, Responses stream events and the response object out.
 
-The Responses routes read every answer as OpenAI chat chunks (dicts, through lokal.protocol.common.as_dict,
-whatever serving's chunks are made of; a whole answer reads as one chunk, `whole_chunk`): content deltas become
+The Responses routes read every answer as OpenAI chat chunks (dicts from server/chat_chunks.py, whatever
+serving's chunks are made of; a whole answer reads as the chunks of a stream of it): content deltas become
 an assistant message item with one output_text part, each tool call's deltas a function_call item, the finish
 reason and usage the response's status and usage. The same `Builder` serves a streamed request (its events go
 out as SSE) and a whole one (its `response()` at the end), so both give the same response object.
@@ -278,23 +278,4 @@ class Builder:
         events.append(OutputItemDone(sequence_number=self._next(), output_index=index, item=item.model()))
 
 
-def whole_chunk(body: dict[str, Any]) -> dict[str, Any]:
-    """A whole chat completion as the one chunk a stream of it would add up to (logprobs and usage included)."""
-    choice = (body.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    calls = [{"index": i, **c} for i, c in enumerate(message.get("tool_calls") or ())]
-    delta = {"content": message.get("content"), "tool_calls": calls}
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "delta": delta,
-                "logprobs": choice.get("logprobs"),
-                "finish_reason": choice.get("finish_reason"),
-            }
-        ],
-        "usage": body.get("usage"),
-    }
-
-
-__all__ = ["Builder", "whole_chunk"]
+__all__ = ["Builder"]

@@ -19,11 +19,11 @@ from starlette.background import BackgroundTask
 from lokal.errors import EngineError, InvalidRequest, LokalError
 from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
-from lokal.protocol.common import as_dict
 from lokal.protocol.messages import CountTokensRequest, CountTokensResponse, ErrorBody, Message, MessagesRequest
+from lokal.server import chat_chunks
 from lokal.server.body import parse_body
 from lokal.server.front_door import error_response
-from lokal.server.messages_adapter import Translator, whole_chunks
+from lokal.server.messages_adapter import Translator
 from lokal.server.routes.openai import CLIENT_GONE, _unless_gone
 from lokal.server.serving import Outcome
 from lokal.server.state import AppState
@@ -89,21 +89,11 @@ class _Answer:
         return self.translator.message()
 
     async def close(self) -> None:
-        if self.outcome is not None and self.outcome.stream is not None:
-            await self.outcome.stream.aclose()  # stops the engine at its next token
+        await chat_chunks.close(self.outcome)
 
-    async def _chunks(self) -> AsyncIterator[dict[str, object]]:
+    def _chunks(self) -> AsyncIterator[dict[str, object]]:
         assert self.outcome is not None
-        if self.outcome.body is not None:
-            for chunk in whole_chunks(as_dict(self.outcome.body)):
-                yield chunk
-            return
-        assert self.outcome.stream is not None
-        async for item in self.outcome.stream:
-            payload = item.payload if isinstance(item, sse.Event) else item
-            if payload == "[DONE]":
-                continue
-            yield as_dict(payload)
+        return chat_chunks.chunks(self.outcome)
 
     async def _recount(self) -> None:
         """A stop sequence cut the stream before its usage chunk: count with the model's tokenizer instead."""

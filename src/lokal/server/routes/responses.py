@@ -23,13 +23,13 @@ from starlette.background import BackgroundTask
 from lokal.errors import InvalidRequest, LokalError, NotFound
 from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
-from lokal.protocol.common import as_dict
 from lokal.protocol.responses_api import ResponsesRequest, read_items
 from lokal.protocol.responses_output import ItemList, ResponseDeleted, request_items
 from lokal.protocol.responses_output import Response as ResponseObject
+from lokal.server import chat_chunks
 from lokal.server.body import parse_body
 from lokal.server.response_store import FILENAME, ResponseStore, StoredResponse
-from lokal.server.responses_adapter import Builder, whole_chunk
+from lokal.server.responses_adapter import Builder
 from lokal.server.routes.openai import CLIENT_GONE, _unless_gone
 from lokal.server.serving import Outcome
 from lokal.server.state import AppState
@@ -118,20 +118,11 @@ class _Answer:
         return self.builder.response()
 
     async def close(self) -> None:
-        if self.outcome is not None and self.outcome.stream is not None:
-            await self.outcome.stream.aclose()  # stops the engine at its next token
+        await chat_chunks.close(self.outcome)
 
-    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+    def _chunks(self) -> AsyncIterator[dict[str, Any]]:
         assert self.outcome is not None
-        if self.outcome.body is not None:
-            yield whole_chunk(as_dict(self.outcome.body))
-            return
-        assert self.outcome.stream is not None
-        async for item in self.outcome.stream:
-            payload = item.payload if isinstance(item, sse.Event) else item
-            if payload == "[DONE]":
-                continue
-            yield as_dict(payload)
+        return chat_chunks.chunks(self.outcome)
 
     async def _save(self) -> None:
         if not self.body.store:
