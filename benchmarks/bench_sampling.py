@@ -26,11 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import synthetic_model  # noqa: E402
 from lokal.catalog.spec import ModelSpec, Variant  # noqa: E402
 from lokal.engines.base import ChatMessage, GenerationRequest  # noqa: E402
 from lokal.engines.llamacpp_batch import BatchedLlamaCppEngine  # noqa: E402
-
-from benchmarks._common import synthetic_model  # noqa: E402
 
 MIN_TOKENS = 8
 SCHEMA = {
