@@ -1,7 +1,7 @@
 """What the API's decoding features cost: decode tok/s with each one, as a ratio to plain sampling, in one run.
 
-Rows, each on the same synthetic real-shaped model and thread count, rounds alternating so that machine noise
-hits every row alike:
+Rows, each on the same synthetic real-shaped model and thread count, rounds alternating (each round starting at
+another row) so that machine noise hits every row alike:
 - plain: temperature 0.7, top_p 0.95 (lokal's default chain);
 - json_schema: output constrained by the grammar lokal builds for a response_format json_schema;
 - tool call: a forced (named) function call, constrained by the tools' grammar;
@@ -98,8 +98,11 @@ def main() -> None:
         decode_tps(engine, replace(req, max_tokens=4))
     seen: dict[str, list[float]] = {name: [] for name in cases}
     counts: dict[str, list[int]] = {name: [] for name in cases}
+    names = list(cases)
     for r in range(args.rounds):
-        for name, req in cases.items():
+        # Each round starts at another row, so no row always runs first (after a cold cache or another's prompt).
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            req = cases[name]
             got = decode_tps(engine, replace(req, seed=r + 1))
             if got is not None:
                 seen[name].append(got[0])

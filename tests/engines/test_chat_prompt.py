@@ -190,8 +190,19 @@ def single(tiny_gguf: Path) -> Iterator[LlamaCppEngine]:
 
 
 def _rendered(engine: LlamaCppEngine, req: GenerationRequest) -> str:
-    assert engine._formatter is not None and req.messages is not None
-    return str(engine._formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages]).prompt)
+    """The GGUF's template rendered by llama-cpp-python's own formatter: what lokal's renderer must match."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    model = engine._model
+    assert model is not None and req.messages is not None
+
+    def text(token: int) -> str:
+        return str(model.detokenize([token], special=True).decode("utf-8", "replace"))
+
+    formatter = Jinja2ChatFormatter(
+        template=engine._meta["tokenizer.chat_template"], eos_token=text(model.token_eos()), bos_token=text(model.token_bos())
+    )
+    return str(formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages]).prompt)
 
 
 def _whole(engine: LlamaCppEngine, text: str) -> list[int]:

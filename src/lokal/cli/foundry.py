@@ -159,9 +159,10 @@ def _synthetic_aliases(client: httpx.Client) -> set[str]:
 
 
 def _mb(n: int | float) -> str:
+    """`n` mebibytes (bytes / 2**20, and Foundry's fileSizeMb, which is counted the same way), labelled as such."""
     if n >= 1024:
-        return f"{n / 1024:.2f} GB"
-    return f"{n:.1f} MB" if n < 10 else f"{n:.0f} MB"
+        return f"{n / 1024:.2f} GiB"
+    return f"{n:.1f} MiB" if n < 10 else f"{n:.0f} MiB"
 
 
 # -- service -----------------------------------------------------------------------------------------------
