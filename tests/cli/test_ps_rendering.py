@@ -73,7 +73,7 @@ def test_foundry_service_ps_shows_odd_values_as_dashes(stub: type[_Stub]) -> Non
     assert res.exit_code == 0, res.output
     assert res.exception is None
     rows = {line.split()[0]: line for line in res.output.splitlines()[2:]}
-    assert rows["inf-ttl"].split()[-1] == "-" and "1.0 MB" in rows["inf-ttl"]
+    assert rows["inf-ttl"].split()[-1] == "-" and "1.0 MiB" in rows["inf-ttl"]
     assert rows["[bold]sparse[/]"].split()[1:] == ["-", "-", "-"]
 
 

@@ -58,15 +58,23 @@ def test_errors_name_the_server_they_tried(elsewhere: int) -> None:
     assert res.exit_code == 1 and "http://127.0.0.1:1" in res.output
 
 
-def test_run_through_server_labels_a_synthetic_model(lokal_server: LokalServer, tmp_path: Path) -> None:
+def test_run_through_server_labels_a_synthetic_model(tiny_gguf: Path, tmp_path: Path) -> None:
     from lokal.catalog.catalog import Catalog
     from lokal.catalog.synth import DEMO_SHAPE, synthesize
+    from tests.support.models import standard_entries, write_catalog
 
-    # Registered in the served home: the server's live catalog picks it up without a restart.
-    settings = get_settings().model_copy(update={"home": lokal_server.home})
-    synthesize(settings, "tiny", "q8_0", "noise-model", shape=DEMO_SHAPE)
-    assert Catalog.load(settings).get("noise-model") is not None
-    res = runner.invoke(app, ["run", "noise-model", "-p", "hi", "--max-tokens", "3", "-u", lokal_server.url])
+    # A server of its own: registering a model in the session's shared server would change what other tests see.
+    home = tmp_path / "home"
+    write_catalog(home, standard_entries(tiny_gguf))
+    server = LokalServer(home).start()
+    try:
+        # Registered in the served home: the server's live catalog picks it up without a restart.
+        settings = get_settings().model_copy(update={"home": home})
+        synthesize(settings, "tiny", "q8_0", "noise-model", shape=DEMO_SHAPE)
+        assert Catalog.load(settings).get("noise-model") is not None
+        res = runner.invoke(app, ["run", "noise-model", "-p", "hi", "--max-tokens", "3", "-u", server.url])
+    finally:
+        server.stop()
     assert res.exit_code == 0, res.output
     assert "noise-model is SYNTHETIC" in res.output
 
