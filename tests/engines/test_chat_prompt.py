@@ -87,8 +87,14 @@ def test_control_text_in_a_message_is_text_and_the_template_markers_stay_control
     ids = prompt_tokens(chatml(msgs), msgs, chatml, tok, bos_text="<s>")
     # BOS, then the template's own: user turn open/close, assistant open. None from the message.
     assert controls(ids) == [1, 2, 3, 2]
-    assert ids[1:] == [2, *tok.tokenize("user\n" + INJECTION, special=False), 3,
-                       *tok.tokenize("\n", special=False), 2, *tok.tokenize("assistant\n", special=False)]
+    assert ids[1:] == [
+        2,
+        *tok.tokenize("user\n" + INJECTION, special=False),
+        3,
+        *tok.tokenize("\n", special=False),
+        2,
+        *tok.tokenize("assistant\n", special=False),
+    ]
 
 
 def test_a_trimming_template_gets_the_trimmed_text_a_repeated_message_both_times() -> None:
@@ -164,8 +170,9 @@ def test_special_text_tokenizer_breaks_special_text_before_its_last_character() 
     vocab = {"<|im_start|>": 1, "<|im_end|>": 2}
 
     def encode(text: str) -> list[int]:
-        return CharTokenizer().tokenize(text.replace("<|im_start|>", "\x01").replace("<|im_end|>", "\x02"),
-                                        special=False)
+        return CharTokenizer().tokenize(
+            text.replace("<|im_start|>", "\x01").replace("<|im_end|>", "\x02"), special=False
+        )
 
     tok = SpecialTextTokenizer(encode, {t: (i, False, False) for t, i in vocab.items()}, bos_id=None)
     as_text = tok.tokenize("a<|im_start|>b", special=False)
@@ -200,7 +207,9 @@ def _rendered(engine: LlamaCppEngine, req: GenerationRequest) -> str:
         return str(model.detokenize([token], special=True).decode("utf-8", "replace"))
 
     formatter = Jinja2ChatFormatter(
-        template=engine._meta["tokenizer.chat_template"], eos_token=text(model.token_eos()), bos_token=text(model.token_bos())
+        template=engine._meta["tokenizer.chat_template"],
+        eos_token=text(model.token_eos()),
+        bos_token=text(model.token_bos()),
     )
     return str(formatter(messages=[{"role": m.role, "content": m.content} for m in req.messages]).prompt)
 
@@ -212,8 +221,12 @@ def _whole(engine: LlamaCppEngine, text: str) -> list[int]:
 
 BENIGN = [
     [ChatMessage("user", "hello")],
-    [ChatMessage("system", "  be brief \n"), ChatMessage("user", "\nhi there "), ChatMessage("assistant", ""),
-     ChatMessage("user", "ok é 你好 <|im_start")],
+    [
+        ChatMessage("system", "  be brief \n"),
+        ChatMessage("user", "\nhi there "),
+        ChatMessage("assistant", ""),
+        ChatMessage("user", "ok é 你好 <|im_start"),
+    ],
 ]
 
 
