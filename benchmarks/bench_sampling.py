@@ -8,6 +8,11 @@ another row) so that machine noise hits every row alike:
 - logprobs=5: the sampled token's logprob and the 5 best alternatives per token (a log-softmax over the vocab);
 - penalties: presence and frequency penalties plus a logit_bias.
 
+A grammar is checked on the token the free chain draws, and only a rejected draw pays for the grammar over the
+whole vocabulary (as in llama-server). Random weights make that the worst case: the free draw fits the tool
+call's grammar for about one token in three (41 of 64 tokens redrawn, against 10 for json_schema); a trained
+model mostly draws what the grammar allows, so these rows bound the cost from above.
+
 Decode tok/s counts tokens after the first over the time after the first; a constrained answer that closes
 early still counts its own tokens (at least MIN_TOKENS, else the round is discarded).
 

@@ -13,6 +13,7 @@ it leaves is what a kill -9 would leave, and the next download resumes it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -25,6 +26,35 @@ T = TypeVar("T")
 WORKERS = 3
 
 _Job = tuple["Future[Any]", Callable[[], Any]]
+
+
+class _Waiter(asyncio.Future[T]):
+    """The caller's side of a job. `asyncio.wrap_future` passes a cancel on to the thread's future only on a
+    later loop turn, and a worker freed in between would start the job the caller had just dropped; this one
+    cancels the job's future at once."""
+
+    def __init__(self, job: Future[T], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._job = job
+        job.add_done_callback(self._from_thread)
+
+    def cancel(self, msg: Any = None) -> bool:
+        self._job.cancel()  # a running job ignores this; its cancel event stops it
+        return super().cancel(msg)
+
+    def _from_thread(self, job: Future[T]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self.get_loop().call_soon_threadsafe(self._copy, job)
+
+    def _copy(self, job: Future[T]) -> None:
+        if self.done():
+            return
+        if job.cancelled():
+            super().cancel()
+        elif (exc := job.exception()) is not None:
+            self.set_exception(exc)
+        else:
+            self.set_result(job.result())
 
 
 class DownloadPool:
@@ -57,8 +87,9 @@ class DownloadPool:
                 for thread in self._threads:
                     thread.start()
         future.add_done_callback(lambda _: self._forget(cancel))  # runs on cancellation too
+        waiter = _Waiter(future, asyncio.get_running_loop())
         self._jobs.put((future, job))
-        return asyncio.wrap_future(future)
+        return waiter
 
     def _forget(self, cancel: threading.Event) -> None:
         with self._lock:
