@@ -8,7 +8,7 @@ import pytest
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import ChatMessage, GenerationRequest
 from lokal.engines.llamacpp import LlamaCppEngine
-from lokal.engines.synthetic import SHAPES, is_synthetic, shape_for, write_gguf
+from lokal.engines.synthetic import SHAPES, ModelShape, is_synthetic, shape_for, write_gguf
 
 
 def test_parameter_counts_match_the_real_models() -> None:
@@ -25,7 +25,7 @@ def test_moe_and_unknown_shapes_are_refused() -> None:
         shape_for("bogus")
 
 
-@pytest.mark.parametrize("quant", ["q4_0", "q8_0", "f16", "f32"])
+@pytest.mark.parametrize("quant", ["q4_0", "q8_0", "f16", "f32", "q4_k_m", "q6_k"])
 def test_every_quant_runs_on_the_real_engine(tmp_path: Path, quant: str) -> None:
     path = write_gguf(tmp_path / f"m-{quant}.gguf", SHAPES["tiny"], quant, like="tiny")
     assert is_synthetic(path)
@@ -56,3 +56,18 @@ def test_cancel_stops_generation(tmp_path: Path, tiny_gguf: Path) -> None:
             assert ev.finish_reason == "cancelled"
             assert ev.usage is not None and ev.usage.completion_tokens < 10
     engine.unload()
+
+
+def test_k_quants_come_from_llama_cpps_quantizer(tmp_path: Path) -> None:
+    """q4_k_m (the catalog's default) as llama.cpp writes it: Q4_K tensors, Q6_K where its recipe wants more bits,
+    the file type it names, and the synthetic marker kept through quantization."""
+    import gguf
+
+    shape = ModelShape(n_layer=2, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=320, n_ctx=512)
+    path = write_gguf(tmp_path / "k.gguf", shape, "q4_k_m", like="tiny")
+    reader = gguf.GGUFReader(str(path))
+    kinds = {t.tensor_type.name for t in reader.tensors}
+    assert {"Q4_K", "Q6_K"} <= kinds, kinds
+    assert int(reader.fields["general.file_type"].parts[-1][0]) == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert is_synthetic(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.gguf"]  # the f16 intermediate is gone

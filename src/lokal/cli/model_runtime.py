@@ -19,7 +19,13 @@ from lokal.config import get_settings
 @app.command("synth")
 def synth(
     like: Annotated[str, typer.Option(help="Real model whose shape to copy, e.g. qwen2.5-0.5b.")],
-    quant: Annotated[str, typer.Option(help="f32, f16, q8_0 or q4_0.")] = "q8_0",
+    quant: Annotated[
+        str,
+        typer.Option(
+            help="f32, f16, q8_0, q4_0, or a llama.cpp quantization quantized by llama.cpp itself: "
+            "q4_k_m (the catalog's default), q4_k_s, q5_k_m, q5_k_s, q6_k, q3_k_m, q2_k, q4_1, q5_0, q5_1."
+        ),
+    ] = "q8_0",
     alias: Annotated[str | None, typer.Option(help="Alias to register (default <like>-synthetic-<quant>).")] = None,
     capabilities: Annotated[
         list[str] | None,

@@ -11,6 +11,8 @@ import contextlib
 import itertools
 import os
 import string
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +21,25 @@ from typing import Any
 import numpy as np
 
 SYNTHETIC_KEY = "lokal.synthetic"
-QUANTS = ("f32", "f16", "q8_0", "q4_0")
+WRITER_QUANTS = ("f32", "f16", "q8_0", "q4_0")  # the gguf package writes these itself
+# The k-quants and the rest of llama.cpp's formats come from llama.cpp's own quantizer over an f16 file (the
+# catalog's default is q4_k_m, which the gguf package cannot write). i-quants are left out: they want an
+# importance matrix, which random weights cannot give.
+LLAMA_QUANTS = (
+    "q2_k",
+    "q3_k_s",
+    "q3_k_m",
+    "q3_k_l",
+    "q4_1",
+    "q4_k_s",
+    "q4_k_m",
+    "q5_0",
+    "q5_1",
+    "q5_k_s",
+    "q5_k_m",
+    "q6_k",
+)
+QUANTS = WRITER_QUANTS + LLAMA_QUANTS
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -145,6 +165,8 @@ def write_gguf(
 
     if quant not in QUANTS:
         raise ValueError(f"quant must be one of {', '.join(QUANTS)}")
+    if quant in LLAMA_QUANTS:
+        return _write_with_llama_quantizer(path, shape, quant, like=like, seed=seed, progress=progress)
     qtype = {
         "f32": gguf.GGMLQuantizationType.F32,
         "f16": gguf.GGMLQuantizationType.F16,
@@ -165,6 +187,54 @@ def write_gguf(
     if progress:
         progress(shape.n_layer + 2, shape.n_layer + 2)
     return path
+
+
+def _write_with_llama_quantizer(
+    path: Path,
+    shape: ModelShape,
+    quant: str,
+    *,
+    like: str,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+) -> Path:
+    """An f16 file first (same seed: the same weights), then llama.cpp's quantizer into `quant`.
+
+    The quantizer runs in a child process: it writes a line per tensor (and a warning for each row width a
+    k-quant cannot take, as for the real model's file) straight to the process's stdout/stderr, which a server
+    must not lose for the minute it takes; the child's output is shown only if it fails."""
+    from lokal.engines.llamacpp import import_llama_cpp
+
+    import_llama_cpp()  # EngineUnavailable, naming the install command, without llama-cpp-python
+    f16 = path.with_name(path.name + ".f16.part")
+    tmp = path.with_name(path.name + ".part")
+    try:
+        write_gguf(f16, shape, "f16", like=like, seed=seed, progress=progress)
+        done = subprocess.run(
+            [sys.executable, "-c", _QUANTIZE, str(f16), str(tmp), quant.upper(), str(os.cpu_count() or 1)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0 or not tmp.is_file():
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RuntimeError(f"llama.cpp could not quantize the synthetic model to {quant}: {tail}")
+        os.replace(tmp, path)
+    finally:
+        f16.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+_QUANTIZE = """
+import ctypes, sys
+import llama_cpp as lc
+src, dst, ftype, threads = sys.argv[1:]
+params = lc.llama_model_quantize_default_params()
+params.ftype = getattr(lc, "LLAMA_FTYPE_MOSTLY_" + ftype)
+params.nthread = int(threads)
+sys.exit(lc.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+"""
 
 
 def _write(
