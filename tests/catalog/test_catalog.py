@@ -58,9 +58,10 @@ def test_builtin_catalog_has_every_required_alias_with_real_artifacts(settings: 
         assert spec.license != "unknown" and spec.chat_template and spec.context_length >= 8192
         assert spec.parameters_b and spec.capabilities
         devices = {v.device for v in spec.variants}
-        assert devices == {"cpu", "cuda"}, alias
+        assert devices - {"webgpu"} == {"cpu", "cuda"}, alias  # webgpu: a browser build (lokal.web)
         for v in spec.variants:
-            assert v.repo and v.repo.count("/") == 1 and v.file and v.file.endswith(".gguf"), v.id
+            graph = ".onnx" if v.device == "webgpu" else ".gguf"
+            assert v.repo and v.repo.count("/") == 1 and v.file and v.file.endswith(graph), v.id
             assert v.size_bytes and v.size_bytes > 100_000_000 and v.quant
             assert v.id.endswith(":1") and f"-{v.device}" in v.id
             assert (v.gpu_layers == -1) == (v.device == "cuda")
@@ -141,9 +142,7 @@ def test_names_with_path_tricks_are_rejected(settings: Settings, name: str) -> N
 
 
 def test_user_entries_override_builtins_and_add_new_ones(home: Path) -> None:
-    _user_catalog(
-        home, [_entry("qwen2.5-0.5b", "my-qwen-cpu:1", license="mine"), _entry("extra", "extra-cpu:1")]
-    )
+    _user_catalog(home, [_entry("qwen2.5-0.5b", "my-qwen-cpu:1", license="mine"), _entry("extra", "extra-cpu:1")])
     catalog = Catalog.load(get_settings())
     spec, variant = catalog.resolve("qwen2.5-0.5b")
     assert variant.id == "my-qwen-cpu:1" and spec.license == "mine"
@@ -156,9 +155,7 @@ def test_user_entries_override_builtins_and_add_new_ones(home: Path) -> None:
 
 
 def test_invalid_entry_is_reported_with_file_field_and_alias_and_skipped(home: Path) -> None:
-    path = _user_catalog(
-        home, [_entry("fine", "fine-cpu:1"), _entry("broken", "broken-cpu:1", context_length="lots")]
-    )
+    path = _user_catalog(home, [_entry("fine", "fine-cpu:1"), _entry("broken", "broken-cpu:1", context_length="lots")])
     catalog = Catalog.load(get_settings())
     assert "fine" in catalog.aliases() and "broken" not in catalog.aliases()
     [problem] = catalog.problems
@@ -202,9 +199,7 @@ def test_unsafe_alias_or_duplicate_variant_ids_are_skipped(home: Path) -> None:
 
 def test_add_and_remove_user_models_rewrite_the_file_atomically(home: Path) -> None:
     catalog = Catalog.load(get_settings())
-    spec = ModelSpec(
-        alias="added", capabilities=["code"], variants=[Variant(id="added-cpu:1", path="/x.gguf")]
-    )
+    spec = ModelSpec(alias="added", capabilities=["code"], variants=[Variant(id="added-cpu:1", path="/x.gguf")])
     catalog.add_user_model(spec)
     assert catalog.resolve("added")[1].path == "/x.gguf"  # in memory at once
     assert Catalog.load(get_settings()).get("added") == spec  # and on disk

@@ -3,7 +3,11 @@ upstream that streams tool calls and logprobs the way OpenAI does)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -18,7 +22,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from lokal.catalog.spec import ModelSpec, Variant
@@ -135,10 +139,22 @@ class Upstream:
 
         return StreamingResponse(frames(), media_type="text/event-stream")
 
+    async def _models(self, request: Request) -> JSONResponse:  # what the pool's health checks ask
+        return JSONResponse({"object": "list", "data": [{"id": "up", "object": "model"}]})
+
+    async def _embeddings(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        vectors = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), 0.5]} for i, t in enumerate(body["input"])
+        ]
+        return JSONResponse({"object": "list", "data": vectors, "model": body["model"]})
+
     @contextmanager
     def running(self) -> Iterator[Upstream]:
         app = Starlette(
             routes=[Route(p, self._handle, methods=["POST"]) for p in ("/v1/chat/completions", "/v1/completions")]
+            + [Route("/v1/models", self._models), Route("/v1/embeddings", self._embeddings, methods=["POST"])]
         )
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -171,7 +187,30 @@ def remote(upstream: Upstream) -> Iterator[RemoteEngine]:
 
 
 def _run(engine: RemoteEngine, req: GenerationRequest) -> list[GenerationEvent]:
-    return list(engine.generate(req, threading.Event()))
+    """The engine's own async API, on a loop of the test's own (the pool opens on it and closes with it)."""
+
+    async def main() -> list[GenerationEvent]:
+        await engine.start()
+        try:
+            return [event async for event in engine.agenerate(req)]
+        finally:
+            await engine.aclose()
+
+    return asyncio.run(main())
+
+
+def test_the_sync_face_runs_the_engine_on_a_loop_of_its_own(upstream: Upstream, remote: RemoteEngine) -> None:
+    """What `lokal run` in-process and a worker thread call: `generate` with a cancel flag."""
+    upstream.script = LOGPROB_CHUNKS
+    req = GenerationRequest(messages=(ChatMessage("user", "hi"),))
+    assert [e.text for e in remote.generate(req, threading.Event())] == ["Hi", "!", ""]
+    cancel = threading.Event()
+    events = remote.generate(req, cancel)
+    assert next(events).text == "Hi"
+    cancel.set()
+    assert [e.finish_reason for e in events] == ["cancelled"]
+    remote.unload()  # stops the engine's own loop thread
+    assert not [t for t in threading.enumerate() if t.name == "lokal-remote-far"]
 
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
@@ -268,7 +307,7 @@ def test_an_error_frame_mid_stream_is_an_upstream_error(upstream: Upstream, remo
     with pytest.raises(UpstreamError, match="the GPU fell over"):
         _run(remote, GenerationRequest(messages=(ChatMessage("user", "x"),)))
     upstream.script = ["{not json"]
-    with pytest.raises(UpstreamError, match="cannot read"):
+    with pytest.raises(UpstreamError, match="not JSON"):
         _run(remote, GenerationRequest(messages=(ChatMessage("user", "x"),)))
 
 
@@ -303,3 +342,44 @@ def test_tool_calls_from_an_upstream_reach_the_openai_client(upstream: Upstream,
                     part[1] += (d.function.arguments or "") if d.function else ""
         assert assembled == {0: ["call_a", '{"city": "Oslo"}'], 1: ["call_b", "{}"]}
         assert finish == "tool_calls"
+
+
+def test_a_failure_mid_stream_ends_the_clients_stream_with_an_error_frame_and_embeddings_pass(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Through a real lokal server: the first chunk went out, then the upstream failed: one OpenAI-shaped error
+    frame, no [DONE]. And an embeddings upstream answers through the same engine."""
+    upstream.script = [LOGPROB_CHUNKS[0], {"error": {"message": "the GPU fell over", "type": "server_error"}}]
+    far = {"id": "far-remote:1", "engine": "remote", "base_url": upstream.base_url, "upstream_model": "up"}
+    emb = {"id": "far-emb:1", "engine": "remote", "base_url": upstream.base_url, "upstream_model": "vec"}
+    write_catalog(
+        tmp_path,
+        [{"alias": "far", "variants": [far]}, {"alias": "far-emb", "task": "embeddings", "variants": [emb]}],
+    )
+    with LokalServer(tmp_path, args=["--model", "far"]) as front:
+        body = {"model": "far", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        with httpx.stream("POST", front.base_url + "/chat/completions", json=body, timeout=30) as resp:
+            assert resp.status_code == 200
+            lines = [line for line in resp.iter_lines() if line]
+        chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Hi"
+        frame = json.loads(lines[-1].removeprefix("data: "))
+        assert frame["error"]["code"] == "upstream_error" and "the GPU fell over" in frame["error"]["message"]
+        assert "data: [DONE]" not in lines
+        client = OpenAI(base_url=front.base_url, api_key="x", max_retries=0)
+        out = client.embeddings.create(model="far-emb", input=["ab", "abcd"])
+        assert [d.embedding for d in out.data] == [[2.0, 0.5], [4.0, 0.5]]
+        assert upstream.bodies[-1] == {"model": "vec", "input": ["ab", "abcd"]}
+
+
+def test_lokal_run_in_process_streams_from_an_upstream(upstream: Upstream, tmp_path: Path) -> None:
+    """No server running: `lokal run` loads the async engine in its own process, on a loop of the engine's."""
+    upstream.script = LOGPROB_CHUNKS
+    entry = {"id": "far-remote:1", "engine": "remote", "base_url": upstream.base_url, "upstream_model": "up"}
+    write_catalog(tmp_path, [{"alias": "far", "variants": [entry]}])
+    env = {**os.environ, "LOKAL_HOME": str(tmp_path), "LOKAL_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "lokal", "run", "far", "--prompt", "hi", "--port", str(free_port())]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Hi!"
+    assert upstream.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]

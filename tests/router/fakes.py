@@ -16,8 +16,10 @@ class FakeOpenAI:
     """An OpenAI-compatible server whose models behave as told, and which remembers every call.
 
     ``behaviour[model]``: "ok" (default), "fail" (HTTP 500), "busy" (429), "slow" (sleeps ``slow_s``),
-    "flaky" (500 for the first ``flaky_failures`` calls, then ok). ``replies[model]`` overrides the answer;
-    otherwise it is "[model] <last user message>", so a test can see who answered.
+    "flaky" (500 for the first ``flaky_failures`` calls, then ok), "cut" (a stream that stops after its first
+    two words, without a finish or [DONE]). ``replies[model]`` overrides the answer; otherwise it is
+    "[model] <last user message>", so a test can see who answered. A request with ``stream`` gets SSE, one
+    word per chunk, ``itl_s`` apart.
     """
 
     behaviour: dict[str, str] = field(default_factory=dict)
@@ -25,6 +27,7 @@ class FakeOpenAI:
     loaded: list[str] | None = None  # served at /openai/loadedmodels when not None
     api_key: str | None = None
     slow_s: float = 3.0
+    itl_s: float = 0.0
     flaky_failures: int = 1
     calls: list[dict[str, Any]] = field(default_factory=list)
     probes: int = 0
@@ -92,6 +95,19 @@ class FakeOpenAI:
                 reply = fake.replies.get(model)
                 text = reply(messages) if callable(reply) else reply if reply is not None else f"[{model}] {user}"
                 words = sum(len(str(m.get("content", "")).split()) for m in messages)
+                usage = {
+                    "prompt_tokens": words,
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": words + len(text.split()),
+                }
+                if body.get("stream"):
+                    self._stream(
+                        model,
+                        text,
+                        usage if (body.get("stream_options") or {}).get("include_usage") else None,
+                        how == "cut",
+                    )
+                    return
                 self._send(
                     200,
                     {
@@ -102,13 +118,34 @@ class FakeOpenAI:
                         "choices": [
                             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                         ],
-                        "usage": {
-                            "prompt_tokens": words,
-                            "completion_tokens": len(text.split()),
-                            "total_tokens": words + len(text.split()),
-                        },
+                        "usage": usage,
                     },
                 )
+
+            def _stream(self, model: str, text: str, usage: dict[str, int] | None, cut: bool) -> None:
+                # HTTP/1.0: the body ends when the connection closes, so a cut stream is an early close.
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+
+                def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+                    choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta or finish else []
+                    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+                    self.wfile.write(b"data: " + json.dumps({**body, "choices": choices, **extra}).encode() + b"\n\n")
+                    self.wfile.flush()
+
+                chunk({"role": "assistant", "content": ""})
+                words = text.split(" ")
+                for i, w in enumerate(words):
+                    if cut and i == 2:
+                        return
+                    if i and fake.itl_s:
+                        time.sleep(fake.itl_s)
+                    chunk({"content": w + (" " if i < len(words) - 1 else "")})
+                chunk({}, "stop")
+                if usage is not None:
+                    chunk({}, usage=usage)
+                self.wfile.write(b"data: [DONE]\n\n")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -117,3 +117,36 @@ def test_route_eval_and_fit(env: dict[str, Any]) -> None:
     labeled.write_text("\n".join(json.dumps(r) for r in rows[:7]))
     table = runner.invoke(app, ["route", "eval", str(labeled), "--fit", str(out), "--home", home])
     assert table.exit_code == 0 and "confusion" in table.output and "summary" in table.output
+
+
+def test_route_prints_the_answer_as_it_streams_in(tmp_path: Path) -> None:
+    """`lokal route` in its own process against a scripted upstream: the words reach stdout one by one."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from lokal.bench.scripted_server import Script, ScriptedServer
+
+    tokens, itl = 6, 0.15
+    catalog = tmp_path / "router.yaml"
+    catalog.write_text(
+        yaml.safe_dump({"models": {"m": {"capabilities": ["general"]}}, "policy": {"detector": "rules"}})
+    )
+    with ScriptedServer(Script(ttft_s=0.05, itl_s=itl, tokens=tokens)) as srv:
+        cmd = [sys.executable, "-m", "lokal", "route", "Tell me a story", "--home", str(tmp_path / "home")]
+        cmd += ["--base-url", srv.base_url, "--catalog", str(catalog), "--max-tokens", str(tokens)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+        assert proc.stdout is not None
+        seen: list[tuple[float, str]] = []
+        text = ""
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            text += chunk.decode()
+            seen.append((time.perf_counter(), text))
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    assert text.split() == [f"w{i}" for i in range(tokens)]
+    first = next(t for t, so_far in seen if "w0" in so_far)
+    last = next(t for t, so_far in seen if f"w{tokens - 1}" in so_far)
+    assert last - first >= 0.5 * (tokens - 1) * itl  # printed as they came, not at the end

@@ -72,6 +72,9 @@ def test_model_auto_is_routed_by_the_server(server: Any) -> None:
         )
     )
     assert chunks and any(c.choices and c.choices[0].finish_reason for c in chunks)
+    assert {c.model for c in chunks} == {"tiny"}  # the alias that answered, as in the whole answer
+    assert all(c.usage is None for c in chunks)  # lokal asked its engine for usage (the trace); the client did not
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # token by token
     files = sorted((Path(server.home) / "traces").glob("router-*.jsonl"))
     events = [json.loads(x) for f in files for x in f.read_text().splitlines()]
     ids = {e["trace_id"] for e in events}
@@ -126,28 +129,28 @@ def test_model_auto_passes_tools_through_to_a_local_model(server: Any) -> None:
 
 
 def test_a_remote_router_candidate_forwards_tools_and_returns_the_calls(server: Any) -> None:
-    """The router's upstream client against a real OpenAI-compatible server (lokal itself, on the tiny model):
-    tools and tool_choice go out, and the calls come back in the routed answer."""
-    from lokal.router.catalog import Endpoint
-    from lokal.router.policy import Candidate
-    from lokal.router.server import _from_upstream
-    from lokal.router.upstream import UpstreamClients
+    """The router's HTTP backend against a real OpenAI-compatible server (lokal itself, on the tiny model):
+    tools and tool_choice go out, and the calls come back in the routed answer under the catalog alias."""
+    import asyncio
 
-    clients = UpstreamClients()
-    try:
-        result = clients.chat(
-            Endpoint(base_url=server.base_url),
-            "tiny",
-            [{"role": "user", "content": "Weather in Oslo?"}],
-            {"tools": [WEATHER], "tool_choice": FORCED, "max_tokens": 160, "temperature": 0, "top_k": 1},
-            120,
-        )
-    finally:
-        clients.close()
-    assert result.raw is not None and result.finish_reason == "tool_calls"
-    cand = Candidate("remote-tiny", "tiny", server.base_url, "peer", "primary")
-    body = _from_upstream(cand, result, {"router": "auto"})
+    from lokal.router.backends import ChatCall, Target
+    from lokal.router.catalog import Endpoint
+    from lokal.router.upstream import HttpBackend
+
+    params = {"tools": [WEATHER], "tool_choice": FORCED, "max_tokens": 160, "temperature": 0, "top_k": 1}
+    target = Target("remote-tiny", "tiny", Endpoint(base_url=server.base_url), 120)
+
+    async def call() -> Any:
+        http = HttpBackend()
+        try:
+            return await http.complete(target, ChatCall([{"role": "user", "content": "Weather in Oslo?"}], params))
+        finally:
+            await http.aclose()
+
+    answer = asyncio.run(call())
+    body = answer.completion
     calls = body.choices[0].message.tool_calls
     assert body.model == "remote-tiny" and body.choices[0].finish_reason == "tool_calls"
+    assert answer.model_id == "tiny" and answer.completion_tokens > 0
     assert calls and calls[0].function.name == "weather"
     assert json.loads(calls[0].function.arguments)["city"] in ("Paris", "Oslo")

@@ -15,6 +15,7 @@ from lokal.router.intents import (
     RuleDetector,
     SemanticDetector,
     load_intent_spec,
+    looks_english,
     shipped_data_path,
 )
 
@@ -67,10 +68,10 @@ def test_shipped_fit_beats_rules_on_the_held_out_set(intent_engine: IntentEngine
         name: evaluate(name, det, held).accuracy
         for name, det in (("rules", rules), ("semantic", sem), ("combined", comb))
     }
-    # Measured 0.48 / 0.86 / 0.88 (docs/router.md); the margins leave room for numeric noise, not regressions.
-    assert acc["rules"] < 0.6
-    assert acc["semantic"] >= 0.8
-    assert acc["combined"] >= 0.82 and acc["combined"] >= acc["rules"] + 0.25
+    # Measured 0.54 / 0.86 / 0.89 (docs/router.md); the margins leave room for numeric noise, not regressions.
+    assert acc["rules"] < 0.65
+    assert acc["semantic"] >= 0.83
+    assert acc["combined"] >= 0.86 and acc["combined"] >= acc["rules"] + 0.25
 
 
 def test_fit_learns_examples_and_thresholds_leave_one_out(embedder: Any, tmp_path: Path) -> None:
@@ -116,3 +117,65 @@ def test_without_the_embedder_semantic_modes_fall_back_to_rules() -> None:
     res = eng.detect("Please refactor this function", "combined")
     assert res.method == "rules" and res.intent == "refactor"
     assert not eng.semantic_available and eng.detectors() is None
+
+
+def test_rules_carry_language_independent_cues() -> None:
+    rules = RuleDetector(load_intent_spec())
+    # "translate" in other languages, and code recognised from its syntax or a tool's name alone.
+    for prompt in (
+        "Übersetze diesen Satz ins Englische",
+        "Traduis ce paragraphe en anglais",
+        "¿Puedes traducir este correo?",
+        "Przetłumacz to na angielski",
+        "Переведи этот текст",
+    ):
+        assert rules.hits(prompt) == ("translation",), prompt
+    assert rules.hits("Warum bricht das ab?\n```\nx = foo(1)\n```") == ("code",)
+    assert rules.hits("Kannst du das beschleunigen?\nfor (i = 0; i < n; i++) {\n  total += a[i];\n}") == ("code",)
+    assert rules.hits("Why is this GraphQL resolver slow?") == ("code",)
+    # Ordinary English words that look like code vocabulary stay out of it.
+    for prompt in ("How should I react to bad news?", "Let me know what you think", "Tips for a tax deduction"):
+        assert rules.hits(prompt) == (), prompt
+
+
+def test_the_language_guess_flags_other_languages_and_keeps_english() -> None:
+    for prompt in (
+        "Fasse diesen Artikel in drei Sätzen zusammen",
+        "Écris une fonction Python qui trie une liste",
+        "请把这段话翻译成英文",
+        "Напиши функцию на Python",
+    ):
+        assert not looks_english(prompt), prompt
+    spec = load_intent_spec()
+    english = [r.prompt for r in read_labeled(shipped_data_path("labeled-fit.jsonl"))]
+    english += [e for v in spec.examples.values() for e in v]
+    assert all(looks_english(p) for p in english)
+    assert looks_english("tl;dr") and looks_english("")  # too short to tell: English, as before
+
+
+def test_one_rule_family_decides_when_semantics_says_general_or_cannot_read_the_prompt(
+    intent_engine: IntentEngine,
+) -> None:
+    found = intent_engine.detectors()
+    assert found is not None
+    _, sem, comb = found
+    fit = comb.semantic.fit
+
+    def scores_alone(prompt: str) -> str:  # the combined decision before any rule has the last word
+        return sem.decide(comb.combined_scores(prompt, fit.rule_bonus), fit.combined, "combined").intent
+
+    # English prompt the examples do not cover: the scores answer general, the single rule hit decides.
+    prompt = "Does Kafka keep messages after they are read?"
+    assert scores_alone(prompt) == GENERAL
+    res = comb.detect(prompt)
+    assert res.intent == "code" and res.rule_hits == ("code",) and res.confidence >= 0.9
+    # Not English: MiniLM reads a foreign language as a translation request; an unambiguous rule wins.
+    french = "Combien de poignées de main pour dix personnes?"
+    assert not looks_english(french) and scores_alone(french) == "translation"
+    assert comb.detect(french).intent == "reasoning"
+    # In English a specialist the scores chose is kept even against a single rule family.
+    english = "Sort these bug reports into UI, backend or docs"
+    assert scores_alone(english) == comb.detect(english).intent == "classification"
+    # Several rule families at once are no confident rule answer: the scores decide as before.
+    mixed = comb.detect("Summarize what this Python function does")
+    assert len(mixed.rule_hits) == 2 and mixed.intent in mixed.rule_hits

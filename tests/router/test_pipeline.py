@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from lokal.router.catalog import CatalogStore, load_catalog
 from lokal.router.engine import IntentEngine
 from lokal.router.pipeline import Pipeline, parse_plan
 from lokal.router.router import Router
+from lokal.router.session import RouterSession
 from lokal.router.trace import TraceWriter, read_trace, simulate_costs
 from tests.router.fakes import FakeOpenAI
 
@@ -55,7 +56,7 @@ def _scripted(messages: list[dict[str, Any]]) -> str:
 @pytest.fixture
 def pipeline_router(
     tmp_path: Path, fake_server: Callable[..., FakeOpenAI], write_catalog: Callable[[Path, dict[str, Any]], Path]
-) -> tuple[Router, FakeOpenAI, Path]:
+) -> Iterator[tuple[RouterSession, FakeOpenAI, Path]]:
     local = fake_server(replies={"small": _scripted})
     path = write_catalog(
         tmp_path / "router.yaml",
@@ -68,19 +69,22 @@ def pipeline_router(
         },
     )
     trace = tmp_path / "trace.jsonl"
-    r = Router(
-        CatalogStore(path),
-        local_base_url=local.base_url,
-        intents=IntentEngine(None),
-        trace=TraceWriter(trace),
-        cache=ResponseCache(),
+    r = RouterSession(
+        Router(
+            CatalogStore(path),
+            local_base_url=local.base_url,
+            intents=IntentEngine(None),
+            trace=TraceWriter(trace),
+            cache=ResponseCache(),
+        )
     )
-    return r, local, trace
+    yield r, local, trace
+    r.close()
 
 
-def test_pipeline_plans_routes_each_step_and_refines(pipeline_router: tuple[Router, FakeOpenAI, Path]) -> None:
+def test_pipeline_plans_routes_each_step_and_refines(pipeline_router: tuple[RouterSession, FakeOpenAI, Path]) -> None:
     router, local, trace = pipeline_router
-    events = list(Pipeline(router).run(TASK, "t1"))
+    events = [e for e in Pipeline(router).run(TASK, "t1") if e.phase != "delta"]
     assert [e.phase for e in events] == ["plan", "step", "step", "refine", "done"]
     steps = [e for e in events if e.phase == "step"]
     assert steps[0].result is not None and steps[0].result.model == "coder"
@@ -97,7 +101,7 @@ def test_pipeline_plans_routes_each_step_and_refines(pipeline_router: tuple[Rout
     assert all(e["latency_ms"] > 0 and e["completion_tokens"] > 0 for e in evs)
 
 
-def test_a_second_run_reuses_every_identical_step(pipeline_router: tuple[Router, FakeOpenAI, Path]) -> None:
+def test_a_second_run_reuses_every_identical_step(pipeline_router: tuple[RouterSession, FakeOpenAI, Path]) -> None:
     router, local, trace = pipeline_router
     first = Pipeline(router).run_all(TASK)
     second = Pipeline(router).run_all(TASK)
@@ -106,7 +110,9 @@ def test_a_second_run_reuses_every_identical_step(pipeline_router: tuple[Router,
     assert router.cache is not None and router.cache.stats().hits == 4
 
 
-def test_cost_simulation_from_the_trace(pipeline_router: tuple[Router, FakeOpenAI, Path], tmp_path: Path) -> None:
+def test_cost_simulation_from_the_trace(
+    pipeline_router: tuple[RouterSession, FakeOpenAI, Path], tmp_path: Path
+) -> None:
     router, _, trace = pipeline_router
     res = Pipeline(router).run_all(TASK, "task-a")
     Pipeline(router).run_all(TASK, "task-b")  # all cache hits: free
@@ -119,3 +125,22 @@ def test_cost_simulation_from_the_trace(pipeline_router: tuple[Router, FakeOpenA
     # All of task a's tokens on the pricier coder cost more than the routed mix, on the cheap model less.
     assert a.what_if["coder"] > a.cost_usd > a.what_if["small"]
     assert a.events == 4 and a.prompt_tokens == sum(r.prompt_tokens for r in res.calls)
+
+
+def test_each_step_streams_its_text_as_it_is_generated(pipeline_router: tuple[RouterSession, FakeOpenAI, Path]) -> None:
+    import time
+
+    router, local, _ = pipeline_router
+    local.itl_s = 0.03
+    timed = [(time.perf_counter(), e) for e in Pipeline(router).run(TASK, "t2")]
+    ends = {e.index or 0: (t, e) for t, e in timed if e.phase in ("plan", "step", "refine")}
+    assert sorted(ends) == [0, 1, 2, 3]
+    for index, (t_end, end) in ends.items():
+        deltas = [(t, e) for t, e in timed if e.phase == "delta" and e.index == index]
+        assert end.result is not None and len(deltas) >= 3
+        assert "".join(e.text for _, e in deltas) == end.result.content  # the deltas add up to the answer
+        assert all(e.stage == end.phase for _, e in deltas)
+        assert all(t <= t_end for t, _ in deltas)  # and came before the call's result
+        words = len(end.result.content.split(" "))
+        assert deltas[-1][0] - deltas[0][0] >= 0.5 * (words - 1) * local.itl_s  # as written, not all at the end
+    assert [e.phase for _, e in timed if e.phase != "delta"] == ["plan", "step", "step", "refine", "done"]

@@ -1,21 +1,24 @@
-"""ServedRouter: the API the server uses for model="auto" (plan, call, cache, record, complete)."""
+"""ServedRouter (the routing state the server keeps for model="auto") run by the executor: plan, backends,
+cache, failure memory, trace."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lokal.catalog.spec import ModelSpec, Task, Variant
 from lokal.errors import ModelNotFound, Overloaded
+from lokal.protocol.outputs import ChatChoice, ChatCompletion, ChatMessage, Usage
+from lokal.router.backends import Answer, ChatCall, Opened, Target
 from lokal.router.engine import IntentEngine
+from lokal.router.executor import Executor, RoutedRequest
 from lokal.router.serving import ServedRouter, response_headers
 from lokal.router.trace import TRACE_FIELDS
-from lokal.router.upstream import ChatResult
 from tests.router.fakes import FakeOpenAI
 
 CODE = [{"role": "user", "content": "Write a Python function that reverses a linked list"}]
@@ -65,10 +68,8 @@ def test_plan_gives_local_candidates_without_an_endpoint(served: ServedRouter) -
 
 def test_record_writes_a_daily_trace_under_home(served: ServedRouter, tmp_path: Path) -> None:
     d = served.plan("auto", CODE)
-    served.record(
-        d, "tiny-coder", 12.5, {"prompt_tokens": 9, "completion_tokens": 4}, None, False, False, messages=CODE
-    )
-    served.record(d, None, 30.0, None, "tiny-coder: boom", True, False)
+    served.router.record(d, "tiny-coder", 12.5, (9, 4), None, False, False, messages=CODE)
+    served.router.record(d, None, 30.0, None, "tiny-coder: boom", True, False)
     files = list((tmp_path / "traces").glob("router-*.jsonl"))
     assert len(files) == 1
     lines = [json.loads(x) for x in files[0].read_text().splitlines()]
@@ -77,27 +78,50 @@ def test_record_writes_a_daily_trace_under_home(served: ServedRouter, tmp_path: 
     assert lines[1]["error"] == "tiny-coder: boom" and lines[1]["fallback_used"] is True
 
 
-def test_complete_serves_local_models_and_falls_back_when_one_is_busy(
+class BusyCoder:
+    """An in-process backend whose "tiny-coder" queue is always full."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def complete(self, target: Target, call: ChatCall) -> Answer:
+        self.calls.append(target.upstream_model)
+        if target.upstream_model == "tiny-coder":
+            raise Overloaded("queue full")
+        text = f"<{target.upstream_model}>"
+        body = ChatCompletion(
+            id="x",
+            created=0,
+            model=target.model,
+            choices=[ChatChoice(index=0, message=ChatMessage(content=text), finish_reason="stop")],
+            usage=Usage.of(5, 2),
+        )
+        return Answer(body, text, 5, 2, f"{target.upstream_model}-cpu:1")
+
+    async def stream(self, target: Target, call: ChatCall) -> Opened:
+        raise AssertionError("not streamed here")
+
+
+def test_local_models_are_served_in_process_and_fall_back_when_one_is_busy(
     tmp_path: Path, intent_engine: IntentEngine
 ) -> None:
-    calls: list[str] = []
+    served = ServedRouter.from_home(tmp_path, lambda: LOCAL, set, intents=intent_engine)
+    local = BusyCoder()
+    ex = Executor(served.router, local=local)
 
-    def local_call(
-        model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], timeout: float
-    ) -> ChatResult:
-        calls.append(model)
-        if model == "tiny-coder":
-            raise Overloaded("queue full")
-        return ChatResult(f"<{model}>", 5, 2, "stop")
+    async def sleep(seconds: float) -> None:
+        pass
 
-    served = ServedRouter.from_home(tmp_path, lambda: LOCAL, set, intents=intent_engine, local_call=local_call)
-    res = served.complete("auto", CODE, {"temperature": 0})
+    ex._sleep = sleep
+    res = asyncio.run(ex.complete(RoutedRequest(CODE, {"temperature": 0})))
     assert res.model == "tiny" and res.fallback_used and res.content == "<tiny>"
-    assert calls == ["tiny-coder", "tiny-coder", "tiny"]  # an overloaded queue is worth one retry
-    again = served.complete("auto", CODE, {"temperature": 0})
+    assert res.completion is not None and res.completion.model == "tiny" and res.model_id == "tiny-cpu:1"
+    assert res.completion.lokal_router is not None and res.completion.lokal_router["fallback_used"] is True
+    assert local.calls == ["tiny-coder", "tiny-coder", "tiny"]  # an overloaded queue is worth one retry
+    again = asyncio.run(ex.complete(RoutedRequest(CODE, {"temperature": 0})))
     # tiny-coder was overloaded, not broken: no cooldown, so it is asked again before the cached fallback.
     assert again.cache_hit and again.model == "tiny"
-    assert calls == ["tiny-coder", "tiny-coder", "tiny", "tiny-coder", "tiny-coder"]
+    assert local.calls == ["tiny-coder", "tiny-coder", "tiny", "tiny-coder", "tiny-coder"]
 
 
 def test_remote_candidates_presets_cache_and_failure_memory(
@@ -128,16 +152,26 @@ def test_remote_candidates_presets_cache_and_failure_memory(
     d = s.plan("auto-remote", CHAT)
     cand = d.primary
     assert cand.model == "qwen-32b" and cand.endpoint == remote.base_url
-    out = s.call(cand, CHAT, {"temperature": 0})
-    assert out.content == f"[Qwen/Qwen2.5-32B] {CHAT[0]['content']}"
-    s.cache_put(cand, CHAT, {"temperature": 0}, out.content, (out.prompt_tokens, out.completion_tokens))
-    hit = s.cache_get(cand, CHAT, {"temperature": 0})
-    assert hit is not None and hit.content == out.content
-    assert s.cache_get(cand, CHAT, {"temperature": 0.9}) is None
+
+    async def calls() -> list[str]:
+        ex = Executor(s.router)  # no in-process backend: only the remote model can answer
+        try:
+            out = []
+            for temp in (0.0, 0.0, 0.9):
+                res = await ex.complete(RoutedRequest(CHAT, {"temperature": temp}, router="auto-remote"))
+                assert res.model == "qwen-32b" and res.model_id == "Qwen/Qwen2.5-32B"
+                out.append(res.content + (" (cached)" if res.cache_hit else ""))
+            return out
+        finally:
+            await ex.aclose()
+
+    answer = f"[Qwen/Qwen2.5-32B] {CHAT[0]['content']}"
+    assert asyncio.run(calls()) == [answer, answer + " (cached)", answer]  # sampled: never from the cache
+    assert remote.models_called() == ["Qwen/Qwen2.5-32B"] * 2
     assert s.cache_stats["hits"] == 1
     code = s.plan("auto", CODE)
     assert [c.model for c in code.candidates][:2] == ["tiny-coder", "qwen-32b"]
-    s.failed("tiny-coder", "boom")
+    s.router.cooldowns.fail("tiny-coder", 30)
     assert s.plan("auto", CODE).primary.model == "qwen-32b"
     # Hot reload: a new preset appears in names() without restarting anything.
     data = json.loads((tmp_path / "router.yaml").read_text())

@@ -12,8 +12,9 @@ from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import GenerationRequest
 from lokal.engines.llamacpp_batch import BatchedLlamaCppEngine
 from lokal.errors import ContextLengthExceeded, InvalidRequest, Overloaded
-from lokal.runtime.batch_worker import BatchWorker, make_worker
+from lokal.runtime.batch_worker import BatchWorker
 from lokal.runtime.worker import ModelWorker
+from lokal.runtime.workers import make_worker
 
 
 def _engine(path: Path, parallel: int = 4) -> BatchedLlamaCppEngine:
@@ -25,7 +26,7 @@ def _engine(path: Path, parallel: int = 4) -> BatchedLlamaCppEngine:
 
 @pytest.fixture
 def worker(tiny_gguf: Path) -> Iterator[BatchWorker]:
-    w = make_worker(_engine(tiny_gguf), "tiny", queue_size=4)
+    w = make_worker(_engine(tiny_gguf), "tiny", queue_size=4, concurrency="batch")
     assert isinstance(w, BatchWorker)
     yield w
     w.close()
@@ -98,7 +99,7 @@ def test_errors_and_engine_calls_reach_the_caller(worker: BatchWorker) -> None:
 
 
 def test_one_slot_gets_the_one_at_a_time_worker(tiny_gguf: Path) -> None:
-    w = make_worker(_engine(tiny_gguf, parallel=1), "tiny")
+    w = make_worker(_engine(tiny_gguf, parallel=1), "tiny", concurrency="batch")
     try:
         assert isinstance(w, ModelWorker)
         assert w.stats()["slots"] == 1

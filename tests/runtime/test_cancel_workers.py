@@ -128,8 +128,7 @@ def batch(tiny_gguf: Path) -> Iterator[BatchWorker]:
 
 def test_batch_worker_drops_queued_requests_whose_callers_left(batch: BatchWorker) -> None:
     async def main() -> None:
-        long = [batch.generate(GenerationRequest(prompt=f"long {i}", max_tokens=900, temperature=0))
-                for i in range(2)]
+        long = [batch.generate(GenerationRequest(prompt=f"long {i}", max_tokens=900, temperature=0)) for i in range(2)]
         for g in long:
             await anext(g)
         queued = asyncio.create_task(_drain(batch.generate(GenerationRequest(prompt="queued", max_tokens=900))))
@@ -221,9 +220,10 @@ def test_single_stream_engine_reads_the_prompt_in_chunks_and_stops_between_them(
 # -- serving -----------------------------------------------------------------------------------------------------
 def test_embeddings_count_tokens_on_the_engine_thread(tmp_path: Path) -> None:
     engine = FakeEngine()
-    spec = ModelSpec(alias="emb", task="embeddings", variants=[Variant(id="emb:1", engine="remote")])
-    manager = ModelManager(Settings(home=tmp_path), lambda _: (spec, spec.variants[0]), lambda _: None,
-                           lambda _: engine)
+    spec = ModelSpec(alias="emb", task="embeddings", variants=[Variant(id="emb:1", engine="sentence-transformers")])
+    manager = ModelManager(
+        Settings(home=tmp_path), lambda _: (spec, spec.variants[0]), lambda _: tmp_path, lambda _: engine
+    )
     serving = Serving(manager, Metrics())
 
     async def main() -> dict[str, object]:
@@ -254,6 +254,6 @@ def test_a_stream_that_fails_after_its_first_byte_ends_with_one_error_frame(
     frames = asyncio.run(main())
     assert frames[0] == 'data: {"x": 1}\n\n'
     assert len(frames) == 2 and frames[1].startswith("data: ") and frames[1].endswith("\n\n")
-    body = json.loads(frames[1][len("data: "):])
+    body = json.loads(frames[1][len("data: ") :])
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["code"] == code and body["error"]["type"] == kind

@@ -62,14 +62,20 @@ def test_every_asset_and_module_import_resolves(client: TestClient) -> None:
             pending += [f"{base}/{spec[2:]}" for spec in _imports(res.text)]
         elif url.endswith(".css"):
             assert res.headers["content-type"].startswith("text/css")
-    shipped = {f"/static/{p.relative_to(STATIC_DIR).as_posix()}" for p in STATIC_DIR.rglob("*.js")}
+    # The vendored runtime is imported on demand (browser.js), not in the static graph.
+    shipped = {f"/static/{p.relative_to(STATIC_DIR).as_posix()}" for p in (STATIC_DIR / "js").rglob("*.js")}
     assert shipped <= seen, f"modules shipped but never imported: {shipped - seen}"
+    browser = client.get("/static/js/browser.js").text
+    assert 'const VENDOR = "/static/vendor/";' in browser and "transformers.min.js" in browser
+    assert client.get("/static/vendor/transformers.min.js").headers["content-type"].startswith("text/javascript")
 
 
 def test_page_references_nothing_off_the_machine() -> None:
     """The page must work offline: no CDN, no remote fonts, no absolute URLs to other hosts."""
     for path in STATIC_DIR.rglob("*"):
-        if path.suffix in {".html", ".js", ".css"}:
+        # The vendored transformers.js names the hub and a CDN as defaults; browser.js turns both off
+        # (allowRemoteModels, wasmPaths) and the in-browser tests fail on any request off the machine.
+        if path.suffix in {".html", ".js", ".css"} and "vendor" not in path.relative_to(STATIC_DIR).parts:
             text = path.read_text()
             assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), path
 

@@ -8,6 +8,11 @@ words, and records what a load test needs checked: arrival times and the most re
         run_bench(BenchConfig(models=[ModelEntry(name="m")], endpoint=srv.base_url))
 
 Run standalone (for benchmarks in a separate process): `python -m lokal.bench.scripted_server --port 8011`.
+
+It also fails on command, for failover tests: `Script(status=500)`, `Script(status=429, retry_after=2)`,
+`Script(die_after=3)` (the connection closes after 3 tokens, no [DONE]), `Script(stall_after=3)` (it stops
+sending). A running server switches behaviour with `server.script = Script(...)` (new requests only);
+`server.kill()` cuts every stream in flight and closes the port, `server.restart()` listens on it again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +47,10 @@ class Script:
     memory_bytes: int = 100_000_000  # what /lokal/ps reports for this model
     load_seconds: float = 0.5
     synthetic: bool | None = None  # what its model card (and /lokal/ps) says; None = says nothing, like non-lokal
+    # Failure modes, for failover tests (a refused connection needs no script: a closed port, see free_port()).
+    retry_after: int | None = None  # Retry-After header on a `status` answer (429, 503)
+    die_after: int | None = None  # close the connection after this many tokens, without [DONE]
+    stall_after: int | None = None  # stop sending after this many tokens, connection left open
 
 
 @dataclass(slots=True)
@@ -60,6 +71,26 @@ class ServerStats:
         self.models.clear()
         self.bodies.clear()
         self.writes.clear()
+
+
+class _ScriptedDeath(Exception):
+    """Raised inside a stream to make uvicorn drop the connection mid-body, the way a crashed upstream does."""
+
+
+class _QuietDeaths(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, _ScriptedDeath)
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDeaths())
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then closed): connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -88,13 +119,17 @@ def build_app(
     serve_ps: bool = False,
     stats: ServerStats | None = None,
 ) -> tuple[Starlette, ServerStats]:
-    """`scripts` maps model names to behaviour; other names get `default`, or 404 when `default` is None."""
+    """`scripts` maps model names to behaviour; other names get `default`, or 404 when `default` is None.
+    `app.state.default` and `app.state.scripts` may be replaced while it runs; `app.state.cut = True` ends every
+    stream in flight at its next token."""
     scripts = dict(scripts or {})
     st = stats or ServerStats()
     capacity = asyncio.Semaphore(max_parallel) if max_parallel else None
+    state: Any = None  # the app's state, bound below
 
     def lookup(model: str) -> Script | None:
-        return scripts.get(model, default)
+        current: dict[str, Script] = state.scripts
+        return current.get(model, state.default)
 
     async def chat(request: Request) -> Response:
         arrived = time.perf_counter()
@@ -109,7 +144,10 @@ def build_app(
         if script is None:
             return _error(404, f"model {body.get('model')!r} not found", "model_not_found")
         if script.status != 200:
-            return _error(script.status, "scripted failure", "scripted")
+            response = _error(script.status, "scripted failure", "scripted")
+            if script.retry_after is not None:
+                response.headers["Retry-After"] = str(script.retry_after)
+            return response
         n = min(script.tokens, int(body.get("max_tokens") or script.tokens))
         words = _words(script, n)
         usage = {
@@ -136,7 +174,13 @@ def build_app(
                     start = max(arrived, time.perf_counter())
                 try:
                     for i, word in enumerate(words):
+                        if i == script.stall_after:
+                            await asyncio.sleep(3600)  # until the client gives up and disconnects
+                        if i == script.die_after:
+                            raise _ScriptedDeath
                         await wait_until(start + script.ttft_s + i * script.itl_s)
+                        if state.cut:
+                            raise _ScriptedDeath
                         choice: dict[str, Any] = {
                             "index": 0,
                             "delta": {"content": word},
@@ -249,7 +293,12 @@ def build_app(
     ]
     if serve_ps:
         routes.append(Route("/lokal/ps", ps))
-    return Starlette(routes=routes), st
+    app = Starlette(routes=routes)
+    app.state.scripts = scripts
+    app.state.default = default
+    app.state.cut = False
+    state = app.state
+    return app, st
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
@@ -269,12 +318,25 @@ class ScriptedServer:
         port: int = 0,
     ) -> None:
         self.app, self.stats = build_app(scripts, default=default, max_parallel=max_parallel, serve_ps=serve_ps)
+        self.port = port
+        self._make_server()
+
+    def _make_server(self) -> None:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", access_log=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="scripted-openai-server", daemon=True)
-        self.port = 0
+
+    @property
+    def script(self) -> Script | None:
+        """What requests for models without a script of their own get; set it to change what new ones get."""
+        current: Script | None = self.app.state.default
+        return current
+
+    @script.setter
+    def script(self, value: Script | None) -> None:
+        self.app.state.default = value
 
     @property
     def url(self) -> str:
@@ -298,6 +360,18 @@ class ScriptedServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
+    def kill(self) -> None:
+        """Like a crashed upstream: every stream in flight is cut at its next token, then the port is closed."""
+        self.app.state.cut = True
+        self._server.force_exit = True
+        self.stop()
+
+    def restart(self) -> ScriptedServer:
+        """Listen again on the same port (after kill() or stop()), streams no longer cut."""
+        self.app.state.cut = False
+        self._make_server()
+        return self.start()
+
     def __enter__(self) -> ScriptedServer:
         return self.start()
 
@@ -311,8 +385,20 @@ def main() -> None:
     ap.add_argument("--ttft", type=float, default=0.0)
     ap.add_argument("--itl", type=float, default=0.0)
     ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--max-parallel", type=int, default=None, help="requests served at once; the rest queue")
+    ap.add_argument("--status", type=int, default=200, help="answer every request with this HTTP status")
+    ap.add_argument("--die-after", type=int, default=None, help="drop the connection after this many tokens")
+    ap.add_argument("--stall-after", type=int, default=None, help="stop sending after this many tokens")
     args = ap.parse_args()
-    app, _ = build_app(default=Script(ttft_s=args.ttft, itl_s=args.itl, tokens=args.tokens))
+    script = Script(
+        ttft_s=args.ttft,
+        itl_s=args.itl,
+        tokens=args.tokens,
+        status=args.status,
+        die_after=args.die_after,
+        stall_after=args.stall_after,
+    )
+    app, _ = build_app(default=script, max_parallel=args.max_parallel)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off", access_log=False)
 
 

@@ -2,7 +2,9 @@
 
 A file only appears at its final path once complete and verified (download.py renames `<file>.part`), so
 "the final path exists" is the whole definition of cached. Variants with `path` set (brought by the user,
-synthetic, or shipped in a package) are cached exactly when that path exists.
+synthetic, or shipped in a package) are cached exactly when that path exists. Only artifact variants have a place
+here: an upstream (engine: remote) handed to the cache is a caller's bug and raises, rather than reading as
+"cached" or "nothing to remove".
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def _safe_segment(segment: str, what: str) -> str:
     return segment
 
 
+def _artifact(variant: Variant) -> Variant:
+    if not variant.needs_artifact:
+        raise InvalidRequest(f"variant {variant.id!r} is served by an upstream API and has no local file")
+    return variant
+
+
 def tree_size(path: Path) -> int:
     """Bytes under `path` without following symlinks (a link out of the cache must not count)."""
     if path.is_symlink() or not path.exists():
@@ -62,6 +70,7 @@ class Cache:
 
     def managed_path(self, variant: Variant) -> Path:
         """The cache location for a downloadable variant, checked to stay inside models_dir."""
+        _artifact(variant)
         name = _safe_segment(variant.name, "variant name")
         filename = _safe_segment(variant.filename, "file name")
         path = self.root / name / str(variant.version) / filename
@@ -70,8 +79,7 @@ class Cache:
         return path
 
     def path_for(self, variant: Variant) -> Path:
-        if variant.engine == "remote":
-            raise InvalidRequest(f"variant {variant.id!r} runs on a remote server and has no local file")
+        _artifact(variant)
         if variant.path:
             return Path(variant.path).expanduser()
         return self.managed_path(variant)
@@ -81,8 +89,6 @@ class Cache:
         return final.with_name(final.name + PART_SUFFIX)
 
     def is_cached(self, variant: Variant) -> bool:
-        if variant.engine == "remote":
-            return True  # nothing to download; the upstream holds the weights
         return self.path_for(variant).exists()
 
     def is_managed(self, path: Path) -> bool:
@@ -120,8 +126,7 @@ class Cache:
 
         A variant whose `path` lies outside models_dir belongs to the user: refuse rather than delete it.
         """
-        if variant.engine == "remote":
-            return 0
+        _artifact(variant)
         if variant.path:
             path = Path(variant.path).expanduser()
             if not path.exists():

@@ -69,7 +69,7 @@ def _unusable(spec: ModelSpec, taken: dict[str, tuple[ModelSpec, Variant]], cach
         other = taken.get(variant.id.lower())
         if other is not None:
             return f"variant id {variant.id!r} is already used by alias {other[0].alias!r}; variant ids must be unique"
-        if variant.engine != "remote" and not variant.path:
+        if variant.needs_artifact and not variant.path:
             try:  # every listing computes this path: an entry it fails for would break them all
                 cache.managed_path(variant)
             except LokalError as exc:

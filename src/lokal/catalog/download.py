@@ -276,8 +276,8 @@ def fetch(
     """
     settings = settings or get_settings()
     cache = Cache(settings)
-    if variant.engine == "remote":
-        raise DownloadError(f"variant {variant.id!r} runs on a remote server: there is nothing to download")
+    if not variant.needs_artifact:
+        raise DownloadError(f"variant {variant.id!r} is served by an upstream API: there is nothing to download")
     if variant.path:
         path = Path(variant.path).expanduser()
         if path.exists():

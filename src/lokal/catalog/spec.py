@@ -5,13 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Device = Literal["cpu", "cuda", "npu"]
-EngineName = Literal["llamacpp", "onnx", "remote", "sentence-transformers"]
+if TYPE_CHECKING:
+    from lokal.engines.base import EngineTraits
+
+Device = Literal["cpu", "cuda", "npu", "webgpu"]  # webgpu: runs in the browser (the playground), not here
+# The registry's names (lokal.runtime.engines.ENGINES; a test keeps the two equal): a Literal, so that a typo in
+# a catalog is refused with the list of names.
+EngineName = Literal["llamacpp", "onnx", "remote", "sentence-transformers", "web"]
+Balance = Literal["least_outstanding", "latency"]
 Task = Literal["chat-completion", "embeddings"]
 
 # Aliases become file and URL path segments: refuse anything that could escape the cache folder.
@@ -40,6 +46,22 @@ def url_filename(url: str) -> str:
     return urlsplit(url).path.rsplit("/", 1)[-1] or FALLBACK_FILENAME
 
 
+# A variant is a local artifact (these say where its file comes from) or an upstream (the fields after them).
+ARTIFACT_FIELDS = ("repo", "file", "url", "path", "sha256", "size_bytes")
+UPSTREAM_FIELDS = (
+    "base_url",
+    "api_key_env",
+    "upstream_model",
+    "replicas",
+    "max_concurrency",
+    "balance",
+    "health_check_s",
+    "eject_after",
+    "eject_cooldown_s",
+)
+DEFAULT_MAX_CONCURRENCY = 64  # per replica, when the catalog does not say
+
+
 def _no_nul(value: str, what: str) -> str:
     # A NUL byte makes every os call on the path raise ValueError: refuse it here, where the entry is named.
     if "\x00" in value:
@@ -63,9 +85,16 @@ class Variant(BaseModel):
     sha256: str | None = None
     quant: str | None = None
     gpu_layers: int | None = None  # llama.cpp n_gpu_layers; -1 = all; None = engine default for the device
-    base_url: str | None = None  # remote engine: OpenAI-compatible upstream, e.g. http://gpu-box:8000/v1
-    api_key_env: str | None = None  # remote engine: env var holding the key
-    upstream_model: str | None = None  # remote engine: model name at the upstream
+    # -- an upstream (engine: remote): an OpenAI-compatible API, one or several replicas of it --
+    base_url: str | None = None  # e.g. http://gpu-box:8000/v1
+    api_key_env: str | None = None  # env var holding the key (the same for every replica)
+    upstream_model: str | None = None  # model name at the upstream; default: the alias
+    replicas: list[str] = Field(default_factory=list)  # more base URLs serving the same model
+    max_concurrency: int | None = Field(default=None, ge=1)  # requests at once per replica; None: 64
+    balance: Balance = "least_outstanding"  # or "latency": least outstanding, weighted by latency EWMA
+    health_check_s: float = Field(default=5.0, ge=0)  # active health-check interval; 0 = off
+    eject_after: int = Field(default=3, ge=1)  # consecutive failures before a replica rests
+    eject_cooldown_s: float = Field(default=10.0, ge=0)  # how long it rests
 
     @field_validator("id")
     @classmethod
@@ -130,6 +159,66 @@ class Variant(BaseModel):
         if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
             raise ValueError("sha256 must be 64 hex characters")
         return v.lower() if v else v
+
+    @field_validator("base_url", "replicas")
+    @classmethod
+    def _http_urls(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for url in [v] if isinstance(v, str) else v or []:
+            try:
+                parts = urlsplit(url)
+                ok = parts.scheme.lower() in _URL_SCHEMES and bool(parts.hostname)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"upstream URL {url!r} must be an http:// or https:// URL with a host name")
+        return v
+
+    @model_validator(mode="after")
+    def _artifact_or_upstream(self) -> Variant:
+        """Either a local artifact or an upstream, by what the engine is: a mix is a catalog mistake that would
+        otherwise be half ignored (a sha256 nobody checks, a base_url nobody calls)."""
+        written = self.model_fields_set
+        if self.traits.needs_artifact:
+            wrong = [f for f in UPSTREAM_FIELDS if f in written]
+            if wrong:
+                raise ValueError(
+                    f"{', '.join(wrong)} only apply to an upstream (engine: remote); engine {self.engine!r} "
+                    "loads a local file"
+                )
+            return self
+        wrong = [f for f in ARTIFACT_FIELDS if f in written and getattr(self, f) is not None]
+        if wrong:
+            raise ValueError(
+                f"engine {self.engine!r} serves an upstream API and downloads nothing: remove {', '.join(wrong)} "
+                "(or use a local engine for a file)"
+            )
+        if not self.base_url:
+            raise ValueError(
+                f"engine {self.engine!r} needs base_url: the upstream's OpenAI API, e.g. http://host:8000/v1"
+            )
+        return self
+
+    @property
+    def traits(self) -> EngineTraits:
+        from lokal.runtime.engines import traits_of  # the registry imports the engine layer, which imports this
+
+        return traits_of(self.engine)
+
+    @property
+    def needs_artifact(self) -> bool:
+        """A local file or folder must be present (downloaded or brought) before this variant loads."""
+        return self.traits.needs_artifact
+
+    @property
+    def is_upstream(self) -> bool:
+        """Served by an upstream API: nothing to download, nothing in the cache."""
+        return not self.traits.needs_artifact
+
+    @property
+    def upstream_urls(self) -> list[str]:
+        """Every replica's base URL, base_url first, each once."""
+        urls = [u.rstrip("/") for u in ([self.base_url] if self.base_url else []) + self.replicas]
+        return list(dict.fromkeys(urls))
 
     @property
     def name(self) -> str:

@@ -58,6 +58,53 @@ def synthesize(
     return spec
 
 
+def web_synth_path(settings: Settings, alias: str) -> Path:
+    return settings.models_dir / "synthetic" / alias / "web"
+
+
+def synthesize_web(
+    settings: Settings,
+    like: str,
+    dtype: str = "fp32",
+    alias: str | None = None,
+    *,
+    shape: ModelShape | None = None,
+    capabilities: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ModelSpec:
+    """A random-weight model of `like`'s shape in the layout transformers.js loads, registered with a
+    `webgpu` variant (it runs in the playground's page, not on the server), labelled synthetic."""
+    from lokal.web.synth import WEB_DTYPES, write_web_model
+
+    shape = shape or shape_for(like)
+    alias = alias or f"{like}-synthetic-web"
+    if dtype not in WEB_DTYPES:
+        raise InvalidRequest(f"web dtype must be one of {', '.join(WEB_DTYPES)}, not {dtype!r}", param="quant")
+    if not is_safe_name(alias) or ":" in alias:
+        raise InvalidRequest(f"alias {alias!r} must be letters, digits, '.', '_', '-'", param="alias")
+    folder = web_synth_path(settings, alias)
+    write_web_model(folder, shape, dtype, progress=progress)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    spec = ModelSpec(
+        alias=alias,
+        display_name=f"{alias} (synthetic, in the browser)",
+        publisher="lokal-synthetic",
+        license="none",
+        context_length=min(shape.n_ctx, 8192),
+        parameters_b=round(shape.parameters / 1e9, 3),
+        capabilities=capabilities or ["general"],
+        synthetic=True,
+        description=SYNTH_NOTE.format(like=like) + " Runs in the browser (playground, engine: this browser).",
+        variants=[
+            Variant(
+                id=f"{alias}-webgpu:1", device="webgpu", engine="web", path=str(folder), quant=dtype, size_bytes=size
+            )  # fmt: skip
+        ],
+    )
+    Catalog.load(settings).add_user_model(spec)
+    return spec
+
+
 def _prune(folder: Path, root: Path) -> None:
     with contextlib.suppress(OSError):  # not empty (or gone): nothing to tidy
         while folder != root and folder.is_relative_to(root):
@@ -111,4 +158,4 @@ def ensure_demo(settings: Settings) -> ModelSpec:
     return spec
 
 
-__all__ = ["DEMO_ALIAS", "SYNTH_NOTE", "ensure_demo", "synth_path", "synthesize"]
+__all__ = ["DEMO_ALIAS", "SYNTH_NOTE", "ensure_demo", "synth_path", "synthesize", "synthesize_web", "web_synth_path"]

@@ -22,7 +22,7 @@ def _owners(catalog: Catalog, cache: Cache) -> dict[Path, tuple[str, str]]:
     """Resolved file path -> (alias, variant id) for every catalog variant with a local file."""
     owners: dict[Path, tuple[str, str]] = {}
     for spec, variant in catalog.variants():
-        if variant.engine == "remote":
+        if variant.is_upstream:
             continue
         try:
             owners[cache.path_for(variant).resolve()] = (spec.alias, variant.id)
@@ -64,7 +64,7 @@ def list_cache(
             total += entry.size_bytes
         # Files registered with `model add` (no --copy) live outside the cache but are models all the same.
         for spec, variant in catalog.variants():
-            if not variant.path or variant.engine == "remote":
+            if not variant.path or variant.is_upstream:
                 continue
             path = Path(variant.path)
             if path.resolve() in seen or not path.exists() or cache.is_managed(path):

@@ -554,7 +554,7 @@ def cache_list() -> None:
         rows = [
             (spec.alias, v.id, tree_size(cache.path_for(v)))
             for spec, v in Catalog.load(settings).variants()
-            if v.engine != "remote" and cache.is_cached(v)
+            if v.needs_artifact and cache.is_cached(v)
         ]
     if not rows:
         typer.echo("No models are cached.")
@@ -578,7 +578,7 @@ def cache_remove(
         settings = get_settings()
         spec, variant = Catalog.load(settings).resolve(model)
         cache = Cache(settings)
-        if variant.engine == "remote" or not cache.is_cached(variant):
+        if variant.is_upstream or not cache.is_cached(variant):
             typer.echo(f"Model {variant.id} is not in the cache.")
             return
         if not yes:

@@ -119,7 +119,7 @@ def list_models(
             for variant in spec.variants:
                 if not all_variants and variant is not best:
                     continue
-                is_cached = cache.is_cached(variant)
+                is_cached = variant.is_upstream or cache.is_cached(variant)
                 if cached and not is_cached:
                     continue
                 rows.append(
@@ -157,8 +157,8 @@ def _info(catalog: Catalog, spec: ModelSpec, variant: Variant) -> dict[str, Any]
     data["origin"] = catalog.origin(spec.alias)
     data["resolved_variant"] = variant.id
     data["devices"] = catalog.devices
-    data["cached"] = cache.is_cached(variant)
-    data["path"] = None if variant.engine == "remote" else str(cache.path_for(variant))
+    data["cached"] = variant.is_upstream or cache.is_cached(variant)
+    data["path"] = None if variant.is_upstream else str(cache.path_for(variant))
     return data
 
 
@@ -218,7 +218,7 @@ def download_model(
         catalog = load_catalog()
         spec, variant = catalog.resolve(name)
         cache = Cache(catalog.settings)
-        if variant.engine == "remote":
+        if variant.is_upstream:
             out().print(f"{spec.alias} runs on a remote server ({variant.base_url}): nothing to download.")
             return
         if cache.is_cached(variant):
@@ -321,10 +321,7 @@ def remove(
         kept = [
             cache.path_for(v)
             for v in spec.variants
-            if v.engine != "remote"
-            and v.path
-            and not cache.is_managed(cache.path_for(v))
-            and cache.path_for(v).exists()
+            if v.needs_artifact and v.path and not cache.is_managed(cache.path_for(v)) and cache.path_for(v).exists()
         ]
         is_user = catalog.origin(spec.alias) == "user"
         if not doomed and not is_user:

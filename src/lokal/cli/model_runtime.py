@@ -23,9 +23,17 @@ def synth(
         str,
         typer.Option(
             help="f32, f16, q8_0, q4_0, or a llama.cpp quantization quantized by llama.cpp itself: "
-            "q4_k_m (the catalog's default), q4_k_s, q5_k_m, q5_k_s, q6_k, q3_k_m, q2_k, q4_1, q5_0, q5_1."
+            "q4_k_m (the catalog's default), q4_k_s, q5_k_m, q5_k_s, q6_k, q3_k_m, q2_k, q4_1, q5_0, q5_1. "
+            "With --format web: fp32 or q4 (default fp32)."
         ),
     ] = "q8_0",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="gguf (served by lokal) or web (ONNX in transformers.js's layout, run in the playground's page).",
+        ),
+    ] = "gguf",
     alias: Annotated[str | None, typer.Option(help="Alias to register (default <like>-synthetic-<quant>).")] = None,
     capabilities: Annotated[
         list[str] | None,
@@ -41,6 +49,12 @@ def synth(
             shape = shape_for(like)
         except ValueError as exc:
             fail(str(exc))
+        caps = [c.strip() for v in capabilities or [] for c in v.split(",") if c.strip()] or None
+        if fmt == "web":
+            _synth_web(like, "fp32" if quant == "q8_0" else quant, alias, caps)
+            return
+        if fmt != "gguf":
+            fail(f"--format must be gguf or web, not {fmt!r}")
         console = err_out()
         console.print(
             f"writing a [yellow]synthetic[/] {like}-shaped model ({shape.parameters / 1e9:.2f} B parameters, "
@@ -60,12 +74,32 @@ def synth(
                 like,
                 quant,
                 alias,
-                capabilities=[c.strip() for v in capabilities or [] for c in v.split(",") if c.strip()] or None,
+                capabilities=caps,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         size = spec.variants[0].size_bytes
         out().print(f"[green]registered[/] [bold]{spec.alias}[/] ({human_size(size)}): {spec.description}")
         out().print(f"serve it: lokal serve --model {spec.alias}   |   its text is noise")
+
+
+def _synth_web(like: str, dtype: str, alias: str | None, capabilities: list[str] | None) -> None:
+    from lokal.catalog.synth import synthesize_web
+    from lokal.engines.synthetic import shape_for
+
+    shape = shape_for(like)
+    console = err_out()
+    console.print(
+        f"writing a [yellow]synthetic[/] {like}-shaped web model ({shape.parameters / 1e9:.2f} B parameters), "
+        f"{dtype}, in transformers.js's layout"
+    )
+    spec = synthesize_web(
+        get_settings(), like, dtype, alias, capabilities=capabilities, progress=lambda step: console.print(f"  {step}")
+    )
+    size = spec.variants[0].size_bytes
+    out().print(f"[green]registered[/] [bold]{spec.alias}[/] ({human_size(size)}, device webgpu): {spec.description}")
+    out().print(
+        f"run it in the browser: lokal serve, then open /?engine=browser&model={spec.alias}   |   its text is noise"
+    )
 
 
 @app.command("load")
@@ -133,3 +167,11 @@ def ps(
             slots,
         )
     out().print(table if rows else f"no models loaded on {base}")
+    replicas = [cells for m in rows for cells in ps_rows.replica_cells(m)]
+    if replicas:  # remote models: each upstream replica of their pools
+        pool = Table(title="upstream replicas")
+        for col in ps_rows.REPLICA_COLUMNS:
+            pool.add_column(col)
+        for cells in replicas:
+            pool.add_row(*(escape(c) for c in cells))
+        out().print(pool)

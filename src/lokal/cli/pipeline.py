@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lokal.cli import target
 from lokal.config import get_settings
@@ -54,22 +55,40 @@ def command(
             trace_path=trace_path,
             cache_path=None if no_cache else h / "router" / "cache.sqlite",
             api_key=settings.api_key,
+            cache=not no_cache,
         )
     except Exception as exc:
         err.print(f"[red]error:[/red] {getattr(exc, 'message', None) or exc}")
         raise typer.Exit(1) from None
-    if no_cache:
-        r.cache = None
     pipe = Pipeline(r, max_steps=max_steps, params={"max_tokens": max_tokens}, router_name=router)
     final = ""
     started = time.perf_counter()
+    writing: int | None = None  # the call whose text is being printed as it arrives
+    streamed: set[int | None] = set()
+    steps: list[str] = []
     try:
         for ev in pipe.run(task, trace_id):
+            if as_json:
+                final = ev.text if ev.phase == "done" else final
+                continue
+            if ev.phase == "delta":
+                if writing != ev.index:
+                    writing = ev.index
+                    streamed.add(ev.index)
+                    what = steps[ev.index - 1] if ev.stage == "step" and ev.index and ev.index <= len(steps) else ""
+                    out.print(f"[bold]{_stage(ev.stage, ev.index, ev.total)}[/bold] {escape(what)}".rstrip())
+                    out.file.write("  ")
+                out.file.write(ev.text.replace("\n", "\n  "))
+                out.file.flush()
+                continue
+            if writing is not None:
+                out.file.write("\n")
+                writing = None
             res = ev.result
             if ev.phase == "done":
                 final = ev.text
                 continue
-            if as_json or res is None:
+            if res is None:
                 continue
             tag = " [green]cache[/green]" if res.cache_hit else ""
             tag += " [yellow]fallback[/yellow]" if res.fallback_used else ""
@@ -78,16 +97,18 @@ def command(
                 f"{res.model} | {res.decision.intent} ({res.decision.confidence:.2f}) | "
                 f"{res.latency_ms:.0f} ms | {res.prompt_tokens}+{res.completion_tokens} tok{tag}"
             )
+            if ev.index not in streamed:  # nothing was written as it came (an empty answer)
+                what = escape(ev.text) if ev.phase == "step" else ""
+                out.print(f"[bold]{_stage(ev.phase, ev.index, ev.total)}[/bold] {what}")
+            out.print(f"  [dim]{head}[/dim]")
             if ev.phase == "plan":
-                out.print(f"[bold]plan[/bold] [dim]{head}[/dim]")
-                for i, s in enumerate(ev.text.split("\n"), start=1):
-                    out.print(f"  {i}. {s}")
-            elif ev.phase == "step":
-                out.print(f"[bold]step {ev.index}/{ev.total}[/bold] {ev.text}\n  [dim]{head}[/dim]")
-                out.print("  " + res.content.strip()[:400].replace("\n", "\n  "))
-            elif ev.phase == "refine":
-                out.print(f"[bold]refine[/bold] [dim]{head}[/dim]")
+                steps = ev.text.split("\n")
+                out.print(f"[bold]plan: {len(steps)} step(s)[/bold]")
+                for i, s in enumerate(steps, start=1):
+                    out.print(f"  {i}. {escape(s)}")
     except LokalError as exc:
+        if writing is not None:
+            out.file.write("\n")
         err.print(f"[red]error:[/red] {exc.message}\ntrace: {trace_path}")
         raise typer.Exit(1) from None
     finally:
@@ -122,3 +143,7 @@ def command(
     if stats:
         summary |= {"cache_hits": stats.hits, "cache_misses": stats.misses}
     err.print(f"[dim]{json.dumps(summary)}[/dim]")
+
+
+def _stage(stage: str, index: int | None, total: int | None) -> str:
+    return f"step {index}/{total}" if stage == "step" else stage

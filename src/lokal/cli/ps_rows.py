@@ -31,3 +31,35 @@ def fmt(value: Any, spec: str = ".0f", suffix: str = "") -> str:
 
 def text(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
+
+
+REPLICA_COLUMNS = ("model", "replica", "in flight", "healthy", "latency ewma ms", "failures", "requests")
+
+
+def replica_cells(model: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row of cells per upstream replica of a model row (a remote model's pool); none for other models."""
+    rows = model.get("replicas")
+    if not isinstance(rows, list):
+        return []
+    alias = text(model.get("alias"))
+    out: list[tuple[str, ...]] = []
+    for r in rows:
+        if not isinstance(r, dict):
+            continue
+        healthy = r.get("healthy")
+        ejected = number(r.get("ejected_for_s"))
+        state = "-" if not isinstance(healthy, bool) else "yes" if healthy else "no"
+        if ejected:
+            state += f" (ejected {ejected:.0f}s)"
+        out.append(
+            (
+                alias,
+                text(r.get("url")),
+                fmt(r.get("in_flight")),
+                state,
+                fmt(r.get("latency_ewma_ms"), ".1f"),
+                fmt(r.get("failures")),
+                fmt(r.get("requests")),
+            )
+        )
+    return out

@@ -18,7 +18,7 @@ def deletable(cache: Cache, variants: list[Variant]) -> list[tuple[Variant, Path
     """(variant, path, bytes) for each variant whose files lokal created and would delete."""
     found: list[tuple[Variant, Path, int]] = []
     for variant in variants:
-        if variant.engine == "remote":
+        if variant.is_upstream:
             continue
         path = cache.path_for(variant)
         # Downloads go with their <version> folder (an interrupted .part and sidecar files too).

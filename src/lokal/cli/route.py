@@ -72,7 +72,7 @@ def ask(
     base_url: BaseUrlOpt = None,
     catalog: CatalogOpt = None,
 ) -> None:
-    """Route PROMPT to the best model and print its answer (and why it was chosen)."""
+    """Route PROMPT to the best model and print its answer as it is written (and why it was chosen)."""
     from lokal.router.factory import build_router
 
     if prompt == "-":
@@ -93,11 +93,21 @@ def ask(
                 out.print(f"[bold]{d.primary.model}[/bold]  {d.reason}")
                 out.print("candidates: " + ", ".join(f"{c.model} ({c.role})" for c in d.candidates))
             return
-        res = r.complete(messages, router=router, params={"max_tokens": max_tokens, "temperature": temperature})
+        stream = r.stream(messages, router=router, params={"max_tokens": max_tokens, "temperature": temperature})
+        if not as_json:
+            err.print(
+                f"[dim]{stream.model} | {stream.decision.reason}{' | fallback' if stream.fallback_used else ''}[/dim]"
+            )
+        for piece in stream:
+            if not as_json:
+                out.file.write(piece)
+                out.file.flush()
+        res = stream.result
     except LokalError as exc:
         _fail(exc)
     finally:
         r.close()
+    assert res is not None
     if as_json:
         out.print_json(
             data={
@@ -114,11 +124,11 @@ def ask(
             }
         )
         return
+    out.file.write("\n")
     err.print(
-        f"[dim]{res.model} | {res.decision.reason} | {res.latency_ms:.0f} ms"
-        f"{' | fallback' if res.fallback_used else ''}{' | cache hit' if res.cache_hit else ''}[/dim]"
+        f"[dim]{res.latency_ms:.0f} ms | {res.prompt_tokens}+{res.completion_tokens} tok"
+        f"{' | cache hit' if res.cache_hit else ''}[/dim]"
     )
-    out.print(res.content)
 
 
 def _decision_dict(d: Any) -> dict[str, Any]:
@@ -195,32 +205,67 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     fit_file: Annotated[Path | None, typer.Option("--fit", help="Fit file to use (default: the active one).")] = None,
     errors: Annotated[int, typer.Option("--errors", help="Show up to N misrouted prompts per method.")] = 0,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="rules | semantic | combined (repeatable; default: all three)."),
+    ] = None,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
 ) -> None:
-    """Accuracy, per-intent precision/recall and confusion matrix for rules vs semantic vs combined."""
+    """Accuracy, per-intent precision/recall and confusion matrix for rules vs semantic vs combined, and
+    model accuracy: how often the detected intent makes the catalog's policy choose the labelled intent's model."""
+    from lokal.router.engine import IntentEngine
+    from lokal.router.evaluate import eval_catalog
+
     h = _home(home)
+    wanted = list(dict.fromkeys(methods or ["rules", "semantic", "combined"]))
+    if bad := [m for m in wanted if m not in ("rules", "semantic", "combined")]:
+        _fail(ValueError(f"unknown method(s) {', '.join(bad)}: use rules, semantic or combined"))
     try:
         rows = read_labeled(labeled)
-        rules, sem, comb = _detectors(h, FitParams.from_file(fit_file) if fit_file else None)
+        cat, cat_source = eval_catalog(h, catalog)
+        fit_params = FitParams.from_file(fit_file) if fit_file else None
+        if wanted == ["rules"]:  # the rules need no embedding model
+            dets: dict[str, Any] = {"rules": IntentEngine(h, fit=fit_params).rules}
+        else:
+            dets = dict(zip(("rules", "semantic", "combined"), _detectors(h, fit_params), strict=True))
     except LokalError as exc:
         _fail(exc)
-    reports: list[EvalReport] = []
-    for name, det in (("rules", rules), ("semantic", sem), ("combined", comb)):
-        rep = evaluate(name, det, rows)
-        reports.append(rep)
-        if not as_json:
-            _print_report(rep, errors)
+    reports: list[EvalReport] = [evaluate(m, dets[m], rows, cat) for m in wanted]
+    default = cat.policy.detector if cat is not None else "combined"
     if as_json:
-        out.print_json(data={"n": len(rows), "file": str(labeled), "reports": [r.to_dict() for r in reports]})
+        data: dict[str, Any] = {"n": len(rows), "file": str(labeled), "reports": [r.to_dict() for r in reports]}
+        data |= {"catalog": cat_source, "default_method": default}
+        out.print_json(data=data)
         return
-    t = Table(title="summary")
+    for rep in reports:
+        _print_report(rep, errors)
+        if rep.models is not None:
+            out.print(f"{rep.method}: model accuracy {rep.models.accuracy:.3f} ({rep.models.note()})")
+            for e in rep.models.errors[:errors]:
+                out.print(
+                    f"  [dim]wrong model {e['chosen_model']} (want {e['expected_model']}; "
+                    f"{e['intent']} -> {e['predicted']}):[/dim] {e['prompt'][:100]}"
+                )
+    t = Table(title=f"summary (catalog: {cat_source})")
     t.add_column("method")
     t.add_column("accuracy", justify="right")
     t.add_column("macro F1", justify="right")
+    t.add_column("model accuracy", justify="right")
     for r in reports:
         macro = sum(s.f1 for s in r.per_intent.values()) / len(r.per_intent)
-        t.add_row(r.method, f"{r.accuracy:.3f}", f"{macro:.3f}")
+        model_acc = f"{r.models.accuracy:.3f}" if r.models is not None else "-"
+        name = r.method + (" (default)" if r.method == default else "")
+        t.add_row(name, f"{r.accuracy:.3f}", f"{macro:.3f}", model_acc)
     out.print(t)
+    if cat is None:
+        out.print("[dim]no catalog: pass --catalog PATH for model accuracy[/dim]")
+    elif reports and reports[0].models is not None:
+        m = reports[0].models
+        groups: dict[str, list[str]] = {}
+        for intent, model in m.intent_models.items():
+            groups.setdefault(str(model), []).append(intent)
+        out.print(m.note() + ": " + "; ".join(f"{', '.join(v)} -> {k}" for k, v in groups.items()))
 
 
 def _print_report(rep: EvalReport, errors: int) -> None:

@@ -50,7 +50,8 @@ class _Local:
 
         settings = get_settings()
         self.spec, variant = Catalog.load(settings).resolve(name)
-        path = Cache(settings).path_for(variant) if variant.engine != "remote" else None
+        # An upstream has no file; its async engine runs on a loop of its own behind the sync `generate`.
+        path = Cache(settings).path_for(variant) if variant.needs_artifact else None
         if path is not None and not path.exists():
             raise ModelNotDownloaded(f"{self.spec.alias} is not downloaded. Run: lokal model download {name}")
         self.engine = make_engine(variant, settings, parallel=1)  # one user: no KV cache for spare slots

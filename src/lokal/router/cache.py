@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lokal.router.upstream import FORWARDED_PARAMS
+from lokal.router.backends import FORWARDED_PARAMS
 
 # The parameters that change the answer are exactly those forwarded upstream; stream, user, ... are not.
 _KEY_PARAMS = FORWARDED_PARAMS
@@ -25,7 +25,11 @@ _KEY_PARAMS = FORWARDED_PARAMS
 def cache_key(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
     body = {
         "model": model,
-        "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages],
+        # Tool turns count: two conversations that differ only in a call's arguments are different questions.
+        "messages": [
+            {k: m.get(k) for k in ("role", "content", "tool_calls", "tool_call_id") if m.get(k) is not None}
+            for m in messages
+        ],
         "params": {k: params[k] for k in _KEY_PARAMS if params.get(k) is not None},
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -1,6 +1,8 @@
 """Calibrating intent thresholds on labeled prompts, and scoring detectors on a held-out set.
 
-Labeled files are JSONL, one ``{"prompt": ..., "intent": ...}`` per line.
+Labeled files are JSONL, one ``{"prompt": ..., "intent": ...}`` per line. Given a router catalog, a detector
+is also scored on the model it makes the router choose: two intents served by the same model are no error
+for the user, so "model accuracy" is the figure that matters once the catalog is known.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lokal.errors import InvalidRequest
+from lokal.router.catalog import RouterCatalog
 from lokal.router.intents import (
     GENERAL,
     Detector,
@@ -21,6 +24,8 @@ from lokal.router.intents import (
     RuleDetector,
     SemanticDetector,
 )
+from lokal.router.policy import Health, rank
+from lokal.router.upstream import estimate_tokens
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,6 +148,83 @@ class IntentStats:
     support: int
 
 
+def chosen_model(catalog: RouterCatalog, intent: str, prompt: str) -> str | None:
+    """The model the "auto" router tries first for ``intent`` on ``prompt``: its pure ranking with an empty
+    Health (nothing resident, cooling down or over budget) and no escalation, so the figure depends on the
+    catalog, the intent and the prompt's length (context fit) alone and is the same on every machine.
+    Escalation is left out because it mostly follows the prompt (length, topics), which moves the detected and
+    the labelled choice alike."""
+    ranked, _ = rank(
+        catalog, intent, health=Health(), needed_context=estimate_tokens(prompt), preset=None, escalate=False
+    )
+    return ranked[0][0] if ranked else None
+
+
+@dataclass(slots=True)
+class ModelScore:
+    """How often the detected intent sends a prompt to the model its labelled intent would have."""
+
+    accuracy: float
+    intent_models: dict[str, str | None]  # intent -> model chosen for a short prompt
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def distinct_models(self) -> int:
+        return len({m for m in self.intent_models.values() if m is not None})
+
+    @property
+    def trivial(self) -> bool:
+        """One model serves every intent: any detector scores 1.0, so the figure says nothing."""
+        return self.distinct_models <= 1
+
+    def note(self) -> str:
+        n = self.distinct_models
+        if self.trivial:
+            return f"catalog has {n} distinct model: model accuracy is trivially 1"
+        return f"catalog has {n} distinct models for {len(self.intent_models)} intents"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model_accuracy": round(self.accuracy, 4),
+            "distinct_models": self.distinct_models,
+            "trivial": self.trivial,
+            "note": self.note(),
+            "intent_models": self.intent_models,
+            "model_errors": self.errors,
+        }
+
+
+def score_models(
+    catalog: RouterCatalog, rows: Sequence[Labeled], predicted: Sequence[str], intents: Sequence[str]
+) -> ModelScore:
+    memo: dict[tuple[str, int], str | None] = {}
+
+    def choose(intent: str, prompt: str) -> str | None:
+        # Only the context filter looks at the prompt, through its token estimate.
+        key = (intent, estimate_tokens(prompt))
+        if key not in memo:
+            memo[key] = chosen_model(catalog, intent, prompt)
+        return memo[key]
+
+    right = 0
+    errors: list[dict[str, str]] = []
+    for r, p in zip(rows, predicted, strict=True):
+        want, got = choose(r.intent, r.prompt), choose(p, r.prompt)
+        if want == got:
+            right += 1
+        else:
+            errors.append(
+                {
+                    "prompt": r.prompt,
+                    "intent": r.intent,
+                    "predicted": p,
+                    "expected_model": str(want),
+                    "chosen_model": str(got),
+                }
+            )
+    return ModelScore(right / len(rows), {i: chosen_model(catalog, i, "") for i in intents}, errors)
+
+
 @dataclass(slots=True)
 class EvalReport:
     method: str
@@ -152,9 +234,10 @@ class EvalReport:
     per_intent: dict[str, IntentStats]
     confusion: list[list[int]]  # rows: true label, columns: predicted, both in ``labels`` order
     errors: list[dict[str, str]] = field(default_factory=list)
+    models: ModelScore | None = None  # with a catalog: scored on the model chosen, not the label
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "method": self.method,
             "accuracy": round(self.accuracy, 4),
             "n": self.n,
@@ -170,9 +253,20 @@ class EvalReport:
             },
             "confusion": self.confusion,
         }
+        if self.models is not None:
+            d |= self.models.to_dict()
+        return d
 
 
-def score_predictions(method: str, rows: Sequence[Labeled], predicted: Sequence[str]) -> EvalReport:
+def score_predictions(
+    method: str,
+    rows: Sequence[Labeled],
+    predicted: Sequence[str],
+    catalog: RouterCatalog | None = None,
+    intents: Sequence[str] = (),
+) -> EvalReport:
+    """``intents``: every intent the detector can answer (for the catalog's intent -> model table); the
+    labels and predictions seen are always included."""
     labels = sorted({r.intent for r in rows} | set(predicted), key=lambda x: (x == GENERAL, x))
     pos = {lab: i for i, lab in enumerate(labels)}
     confusion = [[0] * len(labels) for _ in labels]
@@ -191,11 +285,56 @@ def score_predictions(method: str, rows: Sequence[Labeled], predicted: Sequence[
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         per[lab] = IntentStats(prec, rec, f1, true_n)
     correct = sum(confusion[i][i] for i in range(len(labels)))
-    return EvalReport(method, correct / len(rows), len(rows), labels, per, confusion, errors)
+    models = None
+    if catalog is not None:
+        every = sorted({*labels, *intents}, key=lambda x: (x == GENERAL, x))
+        models = score_models(catalog, rows, predicted, every)
+    return EvalReport(method, correct / len(rows), len(rows), labels, per, confusion, errors, models)
 
 
-def evaluate(method: str, detector: Detector, rows: Sequence[Labeled]) -> EvalReport:
+def evaluate(
+    method: str, detector: Detector, rows: Sequence[Labeled], catalog: RouterCatalog | None = None
+) -> EvalReport:
+    """Score ``detector`` on labeled ``rows``; with ``catalog``, also on the model the router would choose.
+    Pure: the detector runs, no model is called."""
     prime = getattr(getattr(detector, "semantic", detector), "prime", None)
     if callable(prime):
         prime([r.prompt for r in rows])
-    return score_predictions(method, rows, [detector.detect(r.prompt).intent for r in rows])
+    predicted = [detector.detect(r.prompt).intent for r in rows]
+    return score_predictions(method, rows, predicted, catalog, _intents_of(detector))
+
+
+def _intents_of(detector: Detector) -> list[str]:
+    for obj in (detector, getattr(detector, "rules", None), getattr(detector, "semantic", None)):
+        spec = getattr(obj, "spec", None)
+        if isinstance(spec, IntentSpec):
+            return spec.intents
+    return []
+
+
+def eval_catalog(home: Path, path: Path | None = None) -> tuple[RouterCatalog | None, str]:
+    """The catalog to score models against, and where it came from: ``path``, else the active
+    ``home/router.yaml``, else the default the server derives from downloaded local chat models (None when
+    there are none). Reads files only; calls no model and no server."""
+    from lokal.router.catalog import catalog_from_local_models, load_catalog
+    from lokal.router.serving import find_catalog_file
+
+    found = path or find_catalog_file(home)
+    if path is not None or found.is_file():
+        return load_catalog(found), str(found)
+    from lokal.catalog.cache import Cache
+    from lokal.catalog.catalog import Catalog
+    from lokal.config import get_settings
+
+    settings = get_settings()
+    if settings.home != home:
+        settings = settings.model_copy(update={"home": home})
+    catalog, cache = Catalog.load(settings), Cache(settings)
+    entries = [
+        (s.alias, list(s.capabilities), s.context_length)
+        for s in catalog.specs()
+        if s.task == "chat-completion" and cache.is_cached(catalog.best_variant(s))
+    ]
+    if not entries:
+        return None, f"no {found} and no downloaded chat model"
+    return catalog_from_local_models(entries), f"default from {len(entries)} downloaded local model(s)"

@@ -1,4 +1,4 @@
-"""Building a client-side router for the CLI (or a script): catalog file or a default from the server."""
+"""Building a client-side router session for the CLI (or a script): catalog file or a default from the server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lokal.router.catalog import CatalogStore, RouterCatalog, catalog_from_local
 from lokal.router.engine import IntentEngine
 from lokal.router.router import Router
 from lokal.router.serving import find_catalog_file
+from lokal.router.session import RouterSession
 from lokal.router.trace import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -48,17 +49,20 @@ def build_router(
     cache_path: Path | None = None,
     api_key: str | None = None,
     intents: IntentEngine | None = None,
-) -> Router:
+    cache: bool = True,
+) -> RouterSession:
     """``base_url``: the lokal server (``http://host:port/v1``), home of the models whose endpoint is "local".
-    ``cache_path``: SQLite file that keeps cached responses across runs (default: in memory only)."""
+    ``cache_path``: SQLite file that keeps cached responses across runs (default: in memory only);
+    ``cache=False``: neither reuse nor keep answers."""
     path = catalog_path or find_catalog_file(home)
     default = None if path.is_file() else models_from_server(base_url, api_key)
     store = CatalogStore(path, default)
     pol = store.get().policy.cache
-    return Router(
+    router = Router(
         store,
         local_base_url=base_url,
         intents=intents or IntentEngine(home),
         trace=TraceWriter(trace_path) if trace_path is not None else None,
-        cache=ResponseCache(pol.max_entries, pol.ttl_s, cache_path),
+        cache=ResponseCache(pol.max_entries, pol.ttl_s, cache_path) if cache else None,
     )
+    return RouterSession(router)

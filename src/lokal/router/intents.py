@@ -264,8 +264,37 @@ class SemanticDetector:
         return self.decide(self.scores(prompt), self.fit.semantic, "semantic")
 
 
+# Common English function words; a prompt of four or more words with almost none of them is not English.
+_ENGLISH_TEXT = (
+    "the this that these those to of for from with by and or not what which who how why when where does did can"
+    " could should would will my you your its we our they their please write give make tell find show explain use"
+    " add into than then but about here there just only some each every also have has is are it a in on at an do"
+    " i be so as if up out over all any"
+)
+_ENGLISH_WORDS = frozenset(_ENGLISH_TEXT.split())
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def looks_english(prompt: str) -> bool:
+    """Cheap language guess: mostly non-ASCII letters, or too few English function words, is not English.
+
+    all-MiniLM-L6-v2 was trained on English; on other languages its similarities say little, so the combined
+    detector then trusts an unambiguous rule hit (the rules carry cues in several languages) over them."""
+    letters = [c for c in prompt if c.isalpha()]
+    if letters and sum(ord(c) > 127 for c in letters) > 0.3 * len(letters):
+        return False
+    words = _WORD.findall(prompt.lower())
+    if len(words) < 4:
+        return True
+    return sum(w in _ENGLISH_WORDS for w in words) >= 0.15 * len(words)
+
+
 class CombinedDetector:
-    """Semantic scores plus a fixed bonus for intents whose rules fire, with their own thresholds."""
+    """Semantic scores plus a fixed bonus for intents whose rules fire, with their own thresholds.
+
+    When exactly one rule family fires and the semantic side has no specialist to offer (its answer is
+    general) or cannot read the prompt (not English), the rule decides: one family alone is the rules' confident
+    case (they are precise and miss paraphrases), and a wrong "general" costs a specialist prompt its model."""
 
     def __init__(self, rules: RuleDetector, semantic: SemanticDetector) -> None:
         self.rules = rules
@@ -282,7 +311,10 @@ class CombinedDetector:
     def detect(self, prompt: str) -> IntentResult:
         fit = self.semantic.fit
         res = self.semantic.decide(self.combined_scores(prompt, fit.rule_bonus), fit.combined, "combined")
-        return IntentResult(res.intent, res.confidence, res.method, res.scores, self.rules.hits(prompt))
+        hits = self.rules.hits(prompt)
+        if len(hits) == 1 and hits[0] != res.intent and (res.intent == GENERAL or not looks_english(prompt)):
+            return IntentResult(hits[0], max(res.confidence, 0.9), res.method, res.scores, hits)
+        return IntentResult(res.intent, res.confidence, res.method, res.scores, hits)
 
 
 class Detector(Protocol):

@@ -1,15 +1,18 @@
 """Plan -> solve -> refine: a general model writes steps, each step goes to its routed model, a summarizing
-model condenses the results. Progress is yielded as events so a CLI or UI can show each step as it ends."""
+model condenses the results. Progress is yielded as events: every call's text as it is generated ("delta"),
+then the call's result as it ends, so a CLI or UI can show each step while it is written."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lokal.router.router import AUTO, RoutedResult, Router
+from lokal.router.executor import RoutedRequest, RoutedResult
+from lokal.router.router import AUTO
+from lokal.router.session import RouterSession
 
 PLAN_SYSTEM = (
     "You plan work for other assistants. Break the user's task into at most {n} short, ordered steps that "
@@ -55,11 +58,12 @@ def parse_plan(text: str, task: str, max_steps: int = 5) -> list[str]:
 
 @dataclass(slots=True)
 class PipelineEvent:
-    phase: str  # "plan" | "step" | "refine" | "done"
-    index: int | None = None  # step number, from 1
-    total: int | None = None
-    text: str = ""  # the step, or the final answer
+    phase: str  # "delta" | "plan" | "step" | "refine" | "done"
+    index: int | None = None  # step number, from 1 (the plan is 0, the refine total + 1)
+    total: int | None = None  # None while the plan is being written
+    text: str = ""  # a delta's text, the step, or the final answer
     result: RoutedResult | None = None
+    stage: str = ""  # deltas: the call they belong to, "plan" | "step" | "refine"
 
 
 @dataclass(slots=True)
@@ -84,67 +88,77 @@ class PipelineResult:
 class Pipeline:
     def __init__(
         self,
-        router: Router,
+        session: RouterSession,
         *,
         max_steps: int = 5,
         params: Mapping[str, Any] | None = None,
         router_name: str = AUTO,
     ) -> None:
-        self.router = router
+        self.session = session
         self.max_steps = max_steps
         # Deterministic by default so that identical sub-steps are served from the cache.
         self.params = {"temperature": 0.0, "max_tokens": 512, **dict(params or {})}
         self.router_name = router_name
 
-    def run(self, task: str, trace_id: str | None = None) -> Iterator[PipelineEvent]:
-        trace_id = trace_id or uuid.uuid4().hex[:16]
-        plan = self.router.complete(
-            [
-                {"role": "system", "content": PLAN_SYSTEM.format(n=self.max_steps)},
-                {"role": "user", "content": task},
-            ],
+    async def _call(
+        self, stage: str, index: int, total: int | None, system: str, user: str, trace_id: str, **kw: Any
+    ) -> AsyncIterator[PipelineEvent]:
+        """The deltas of one routed call as they arrive, then one event of ``stage`` with its result."""
+        req = RoutedRequest(
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            self.params,
             router=self.router_name,
-            params=self.params,
-            intent="general",
-            kind="plan",
-            step=0,
+            kind=stage,
+            step=index,
             trace_id=trace_id,
+            **kw,
         )
+        stream = await self.session.executor.stream(req)
+        try:
+            async for d in stream:
+                if d.text:
+                    yield PipelineEvent("delta", index, total, d.text, stage=stage)
+        finally:
+            await stream.aclose()
+        assert stream.result is not None
+        yield PipelineEvent(stage, index, total, stream.result.content, stream.result)
+
+    async def events(self, task: str, trace_id: str | None = None) -> AsyncIterator[PipelineEvent]:
+        trace_id = trace_id or uuid.uuid4().hex[:16]
+        plan: RoutedResult | None = None
+        system = PLAN_SYSTEM.format(n=self.max_steps)
+        async for ev in self._call("plan", 0, None, system, task, trace_id, intent="general"):
+            if ev.phase == "delta":
+                yield ev
+            else:
+                plan = ev.result
+        assert plan is not None
         steps = parse_plan(plan.content, task, self.max_steps)
         yield PipelineEvent("plan", 0, len(steps), "\n".join(steps), plan)
         outputs: list[RoutedResult] = []
         for i, step in enumerate(steps, start=1):
-            out = self.router.complete(
-                [
-                    {"role": "system", "content": STEP_SYSTEM.format(task=task)},
-                    {"role": "user", "content": step},
-                ],
-                router=self.router_name,
-                params=self.params,
-                kind="step",
-                step=i,
-                trace_id=trace_id,
-            )
-            outputs.append(out)
-            yield PipelineEvent("step", i, len(steps), step, out)
+            async for ev in self._call("step", i, len(steps), STEP_SYSTEM.format(task=task), step, trace_id):
+                if ev.result is not None:
+                    outputs.append(ev.result)
+                    ev.text = step
+                yield ev
         body = "\n\n".join(
             f"Step {i}: {s}\nResult: {o.content.strip()}"
             for i, (s, o) in enumerate(zip(steps, outputs, strict=True), start=1)
         )
-        refine = self.router.complete(
-            [
-                {"role": "system", "content": REFINE_SYSTEM},
-                {"role": "user", "content": f"Task: {task}\n\n{body}"},
-            ],
-            router=self.router_name,
-            params=self.params,
-            intent="summarize",
-            kind="refine",
-            step=len(steps) + 1,
-            trace_id=trace_id,
-        )
-        yield PipelineEvent("refine", len(steps) + 1, len(steps), refine.content, refine)
+        refine: RoutedResult | None = None
+        user = f"Task: {task}\n\n{body}"
+        async for ev in self._call(
+            "refine", len(steps) + 1, len(steps), REFINE_SYSTEM, user, trace_id, intent="summarize"
+        ):
+            if ev.result is not None:
+                refine = ev.result
+            yield ev
+        assert refine is not None
         yield PipelineEvent("done", None, len(steps), refine.content, refine)
+
+    def run(self, task: str, trace_id: str | None = None) -> Iterator[PipelineEvent]:
+        return self.session.iterate(self.events(task, trace_id))
 
     def run_all(self, task: str, trace_id: str | None = None) -> PipelineResult:
         trace_id = trace_id or uuid.uuid4().hex[:16]

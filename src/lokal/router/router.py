@@ -1,17 +1,19 @@
-"""The router: detect the intent, pick models by policy, call them with retries and fallbacks; cache, trace.
+"""The router's decisions: detect the intent, rank the catalog's models by policy, remember failures and
+spending, account for each finished call in the trace. No network calls here: lokal.router.executor runs the
+decision (cache, candidates, retries, fallbacks) against the backends.
 
-Works against any OpenAI-compatible endpoints named in the catalog, lokal included.
+Works for any OpenAI-compatible endpoints named in the catalog, lokal included.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from lokal.errors import InvalidRequest, LokalError, ModelNotFound
-from lokal.router.cache import CachedResponse, ResponseCache, cache_key, is_deterministic
+from lokal.router.backends import estimate_tokens
+from lokal.router.cache import ResponseCache
 from lokal.router.catalog import CatalogStore, RouterCatalog
 from lokal.router.engine import IntentEngine
 from lokal.router.health import BudgetLedger, Cooldowns
@@ -19,10 +21,8 @@ from lokal.router.intents import IntentResult
 from lokal.router.policy import Candidate, Health, RouteDecision, escalation_reasons, rank
 from lokal.router.residency import ResidencyProbe
 from lokal.router.trace import TraceEvent, TraceWriter
-from lokal.router.upstream import CallFailed, ChatResult, UpstreamClients, estimate_tokens
 
 AUTO = "auto"
-LocalCall = Callable[[str, Sequence[Mapping[str, Any]], Mapping[str, Any], float], ChatResult]
 PROMPT_IN_TRACE = 160
 
 
@@ -48,25 +48,9 @@ def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return message_text(messages[-1].get("content")) if messages else ""
 
 
-@dataclass(slots=True)
-class RoutedResult:
-    content: str
-    model: str
-    decision: RouteDecision
-    latency_ms: float
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    cache_hit: bool
-    fallback_used: bool
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-
-
 class Router:
     """``local_base_url`` is where the "local" endpoint lives (the lokal server, ``.../v1``). With None the
-    caller serves local models itself (the server's "auto" model): local candidates carry no endpoint and
-    are called through ``local_call(model, messages, params, timeout_s) -> ChatResult``, which raises
-    ``CallFailed`` on failure."""
+    caller serves local models itself (the server's "auto" model): local candidates carry no endpoint."""
 
     def __init__(
         self,
@@ -77,9 +61,6 @@ class Router:
         resident: Callable[[RouterCatalog], set[str]] | None = None,
         trace: TraceWriter | None = None,
         cache: ResponseCache | None = None,
-        clients: UpstreamClients | None = None,
-        local_call: LocalCall | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -93,11 +74,8 @@ class Router:
         self._resident = resident
         self.trace = trace
         self.cache = cache
-        self.clients = clients or UpstreamClients()
         self.cooldowns = Cooldowns(clock)
         self.ledger = BudgetLedger(clock)
-        self.local_call = local_call
-        self._sleep = sleep
 
     @property
     def catalog(self) -> RouterCatalog:
@@ -184,165 +162,6 @@ class Router:
             return Candidate(name, upstream, self.local_base_url, "local", role)
         return Candidate(name, upstream, cat.endpoints[entry.endpoint].base_url, entry.endpoint, role)
 
-    def complete(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        router: str = AUTO,
-        params: Mapping[str, Any] | None = None,
-        intent: str | None = None,
-        kind: str = "route",
-        step: int | None = None,
-        trace_id: str | None = None,
-    ) -> RoutedResult:
-        params = dict(params or {})
-        decision = self.plan(
-            messages, router=router, intent=intent, max_tokens=params.get("max_tokens"), trace_id=trace_id
-        )
-        cat = self.catalog
-        policy = cat.policy
-        use_cache = (
-            self.cache is not None
-            and policy.cache.enabled
-            and (not policy.cache.only_deterministic or is_deterministic(params))
-        )
-        attempts: list[dict[str, Any]] = []
-        started = time.perf_counter()
-        for i, cand in enumerate(decision.candidates):
-            key = cache_key(f"{cand.upstream_model}@{cand.endpoint}", messages, params) if use_cache else ""
-            if use_cache and self.cache is not None:
-                hit = self.cache.get(key)
-                if hit is not None:
-                    return self._finish(
-                        decision,
-                        cand,
-                        kind,
-                        step,
-                        started,
-                        messages,
-                        attempts,
-                        i > 0,
-                        ChatResult(hit.content, hit.prompt_tokens, hit.completion_tokens, "stop"),
-                        cache_hit=True,
-                    )
-            result = self._call_with_retries(cat, cand, messages, params, attempts)
-            if result is not None:
-                if use_cache and self.cache is not None:
-                    self.cache.put(
-                        key,
-                        CachedResponse(result.content, result.prompt_tokens, result.completion_tokens, cand.model),
-                    )
-                return self._finish(decision, cand, kind, step, started, messages, attempts, i > 0, result)
-        latency = (time.perf_counter() - started) * 1000
-        summary = "; ".join(f"{a['model']}: {a['error']}" for a in attempts if a.get("error"))
-        self.record(
-            decision,
-            None,
-            latency,
-            None,
-            summary,
-            bool(attempts),
-            False,
-            kind=kind,
-            step=step,
-            messages=messages,
-            attempts=attempts,
-        )
-        raise NoRouteAvailable(f"every candidate failed: {summary}")
-
-    def _call_with_retries(
-        self,
-        cat: RouterCatalog,
-        cand: Candidate,
-        messages: Sequence[Mapping[str, Any]],
-        params: Mapping[str, Any],
-        attempts: list[dict[str, Any]],
-    ) -> ChatResult | None:
-        policy = cat.policy
-        entry = cat.models[cand.model]
-        endpoint = cat.endpoint_for(cand.model, self.local_base_url or "")
-        timeout = entry.timeout_s or endpoint.timeout_s or policy.timeout_s
-        for attempt in range(policy.retries + 1):
-            t0 = time.perf_counter()
-            try:
-                if cand.endpoint is not None:
-                    result = self.clients.chat(endpoint, cand.upstream_model, messages, params, timeout)
-                elif self.local_call is not None:
-                    result = self.local_call(cand.upstream_model, messages, params, timeout)
-                else:
-                    raise CallFailed(
-                        "local models are served in-process and no local_call was given",
-                        retryable=False,
-                        cool=False,
-                    )
-            except CallFailed as exc:
-                attempts.append(
-                    {
-                        "model": cand.model,
-                        "attempt": attempt + 1,
-                        "error": str(exc),
-                        "ms": round((time.perf_counter() - t0) * 1000, 1),
-                    }
-                )
-                if exc.cool:
-                    self.cooldowns.fail(cand.model, policy.cooldown_s)
-                if not exc.retryable or attempt == policy.retries:
-                    return None
-                self._sleep(policy.backoff_s * (2**attempt))
-                continue
-            attempts.append(
-                {
-                    "model": cand.model,
-                    "attempt": attempt + 1,
-                    "error": None,
-                    "ms": round((time.perf_counter() - t0) * 1000, 1),
-                }
-            )
-            self.cooldowns.ok(cand.model)
-            return result
-        return None
-
-    def _finish(
-        self,
-        decision: RouteDecision,
-        cand: Candidate,
-        kind: str,
-        step: int | None,
-        started: float,
-        messages: Sequence[Mapping[str, Any]],
-        attempts: list[dict[str, Any]],
-        fallback_used: bool,
-        result: ChatResult,
-        cache_hit: bool = False,
-    ) -> RoutedResult:
-        latency = (time.perf_counter() - started) * 1000
-        usage = (result.prompt_tokens, result.completion_tokens)
-        event = self.record(
-            decision,
-            cand.model,
-            latency,
-            usage,
-            None,
-            fallback_used,
-            cache_hit,
-            kind=kind,
-            step=step,
-            messages=messages,
-            attempts=attempts,
-        )
-        return RoutedResult(
-            content=result.content,
-            model=cand.model,
-            decision=decision,
-            latency_ms=latency,
-            prompt_tokens=usage[0],
-            completion_tokens=usage[1],
-            cost_usd=event.cost_usd,
-            cache_hit=cache_hit,
-            fallback_used=fallback_used,
-            attempts=attempts,
-        )
-
     def record(
         self,
         decision: RouteDecision,
@@ -395,7 +214,6 @@ class Router:
         return event
 
     def close(self) -> None:
-        self.clients.close()
         if self._probe is not None:
             self._probe.close()
         if self.cache is not None:

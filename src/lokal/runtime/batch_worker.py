@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from lokal.engines.base import Engine, GenerationEvent, GenerationRequest
 from lokal.errors import EngineError, LokalError, ModelUnloaded, Overloaded
-from lokal.runtime.worker import DONE, ModelWorker, Worker, consume
+from lokal.runtime.worker import DONE, consume
 
 
 class Slotted(Protocol):
@@ -285,10 +285,3 @@ class BatchWorker:
             self._thread.join(timeout=10)
         if unload and not self._thread.is_alive():
             self.engine.unload()
-
-
-def make_worker(engine: Engine, name: str, queue_size: int = 32) -> Worker:
-    """The batching worker when the engine loaded with several slots; the one-at-a-time worker otherwise."""
-    if isinstance(engine, BatchEngine) and engine.batched and engine.slots > 1:
-        return BatchWorker(engine, name, queue_size)
-    return ModelWorker(engine, name, queue_size)

@@ -14,8 +14,9 @@ from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
 from lokal.engines.base import Engine
 from lokal.errors import InvalidRequest, ModelNotDownloaded, ModelUnloaded, Overloaded
-from lokal.runtime.batch_worker import make_worker
+from lokal.runtime.async_worker import AsyncWorker
 from lokal.runtime.worker import Worker
+from lokal.runtime.workers import make_worker
 
 log = logging.getLogger("lokal.runtime")
 
@@ -47,7 +48,7 @@ class LoadedModel:
 
 
 Resolver = Callable[[str], tuple[ModelSpec, Variant]]
-Locator = Callable[[Variant], Path | None]  # local artifact path; None for engines that need none (remote)
+Locator = Callable[[Variant], Path | None]  # local artifact path; None for an upstream, which has none
 EngineFactory = Callable[[Variant], Engine]
 
 
@@ -93,7 +94,7 @@ class ModelManager:
 
     async def _load(self, spec: ModelSpec, variant: Variant, ttl: float | None) -> LoadedModel:
         path = self._locate(variant)
-        if variant.engine != "remote" and path is None:
+        if variant.needs_artifact and path is None:
             raise ModelNotDownloaded(
                 f"model {spec.alias!r} ({variant.id}) is not downloaded. Run: lokal model download {spec.alias}",
                 param="model",
@@ -105,7 +106,13 @@ class ModelManager:
         await asyncio.to_thread(engine.load, spec, variant, path)
         if not engine.info.load_seconds:
             engine.info.load_seconds = time.perf_counter() - t0
-        worker = make_worker(engine, spec.alias, self.settings.queue_size)
+        worker = make_worker(engine, spec.alias, self.settings.queue_size, concurrency=variant.traits.concurrency)
+        if isinstance(worker, AsyncWorker):
+            try:
+                await worker.start()  # on this loop: the engine's pool and its health checks live here
+            except BaseException:
+                await worker.aclose()
+                raise
         lm = LoadedModel(spec, variant, engine, worker, ttl if ttl is not None else self.settings.ttl_seconds)
         self._loaded[variant.id] = lm
         synthetic = spec.synthetic or engine.info.extra.get("synthetic") is True
@@ -174,7 +181,10 @@ class ModelManager:
                 f"model {lm.spec.alias!r} was unloaded while this request was in flight; send it again to reload it"
             )
         )
-        await asyncio.to_thread(lm.worker.close)
+        if isinstance(lm.worker, AsyncWorker):
+            await lm.worker.aclose()  # closes the engine's pool on the loop it runs on
+        else:
+            await asyncio.to_thread(lm.worker.close)
         log.info("unloaded %s (%s), %.0f MiB freed", lm.spec.alias, lm.variant.id, lm.memory_bytes / 2**20)
         self.on_change()
 

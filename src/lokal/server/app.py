@@ -32,9 +32,10 @@ from lokal.server.state import AppState
 
 log = logging.getLogger("lokal.server")
 
+
 def locate_artifact(cache: Cache, variant: Variant) -> Path | None:
-    if variant.engine == "remote":
-        return None
+    if variant.is_upstream:
+        return None  # nothing local: the upstream holds the weights
     path = cache.path_for(variant)
     return path if path.exists() else None
 

@@ -29,6 +29,7 @@ from lokal.catalog.download import Downloaded, fetch, source_url
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
 from lokal.protocol.decode import load_json
+from lokal.runtime.engines import ENGINES
 from lokal.server.body import validation_message
 from lokal.server.download_pool import DownloadPool
 from lokal.server.routes.admin import check_ttl
@@ -41,18 +42,14 @@ NOT_DOWNLOADED_PHRASE = "No OpenAIService provider found for modelName"
 PIPE_NAME = "lokal"  # Foundry reports a named pipe; lokal has none, the name only fills the field
 _NO_AUTO_UNLOAD_SECONDS = 10 * 365 * 24 * 3600.0  # `unload=false`: kept loaded; finite so it serialises
 
-DEVICE_TYPES = {"cpu": "CPU", "cuda": "GPU", "npu": "NPU"}
+DEVICE_TYPES = {"cpu": "CPU", "cuda": "GPU", "npu": "NPU", "webgpu": "GPU"}
 EXECUTION_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "npu": "QNNExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",  # Foundry Local's name; lokal's web variants run in the playground
 }
-MODEL_TYPES = {
-    "llamacpp": "GGUF",
-    "onnx": "ONNX",
-    "sentence-transformers": "SentenceTransformers",
-    "remote": "Remote",
-}
+MODEL_TYPES = {name: entry.traits.label for name, entry in ENGINES.items()}  # Foundry's modelType
 
 # Foundry's promptTemplate uses `{Content}` as the placeholder. lokal formats prompts with the GGUF's own
 # template; these are informational, keyed by the catalog's chat_template family.
@@ -128,7 +125,7 @@ def ordered_variants(state: AppState) -> list[tuple[ModelSpec, Variant]]:
 
 
 def _uri(state: AppState, variant: Variant) -> str:
-    if variant.engine == "remote":
+    if variant.is_upstream:
         return variant.base_url or ""
     if variant.path:
         return Path(variant.path).expanduser().absolute().as_uri()
@@ -139,7 +136,7 @@ def _uri(state: AppState, variant: Variant) -> str:
 
 
 def _provider_type(variant: Variant) -> str:
-    if variant.engine == "remote":
+    if variant.is_upstream:
         return "Remote"
     if variant.path:
         return "Local"
@@ -150,7 +147,7 @@ def _provider_type(variant: Variant) -> str:
 
 def _size_mb(state: AppState, variant: Variant) -> int:
     size = variant.size_bytes
-    if size is None and variant.engine != "remote":
+    if size is None and variant.needs_artifact:
         path = state.locate(variant)
         if path is not None and path.is_file():
             size = path.stat().st_size

@@ -43,7 +43,7 @@ def check_requested(settings: Settings, name: str, *, pull: bool) -> None:
             "with `lokal model add PATH --alias NAME`)",
             param="model",
         ) from None
-    if not Cache(settings).is_cached(variant) and (not pull or settings.offline):
+    if variant.needs_artifact and not Cache(settings).is_cached(variant) and (not pull or settings.offline):
         raise ModelNotFound(
             f"model {spec.alias!r} is not cached and downloads are off (--no-pull or LOKAL_OFFLINE); "
             f"get it with `lokal model download {spec.alias}`",
@@ -62,7 +62,7 @@ def prepare_default(
     reason = ""
     try:
         spec, variant = catalog.resolve(name)
-        if Cache(settings).is_cached(variant):
+        if variant.is_upstream or Cache(settings).is_cached(variant):
             console.print(f"default model: [bold]{spec.alias}[/] ({variant.id}, cached)")
             return spec.alias
         if pull and not settings.offline:

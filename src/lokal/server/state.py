@@ -48,7 +48,7 @@ class AppState:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def is_cached(self, variant: Variant) -> bool:
-        return variant.engine == "remote" or self.locate(variant) is not None
+        return variant.is_upstream or self.locate(variant) is not None
 
     def _card(self, spec: ModelSpec, variant: Variant) -> ModelCard:
         loaded = self.manager._loaded.get(variant.id)

@@ -41,17 +41,33 @@ async def metrics(request: Request) -> Response:
         m.model_memory.labels(lm.spec.alias).set(lm.memory_bytes)
         m.queue_depth.labels(lm.spec.alias).set(lm.worker.depth)
         stats = lm.worker.stats()
-        for gauge, key in ((m.slots, "slots"), (m.slots_busy, "slots_busy"), (m.waiting, "waiting"),
-                           (m.batch_size, "batch_size"), (m.decode_steps, "decode_steps"),
-                           (m.prefix_reused, "prefix_reused_tokens")):
+        for gauge, key in (
+            (m.slots, "slots"),
+            (m.slots_busy, "slots_busy"),
+            (m.waiting, "waiting"),
+            (m.batch_size, "batch_size"),
+            (m.decode_steps, "decode_steps"),
+            (m.prefix_reused, "prefix_reused_tokens"),
+        ):
             if key in stats:
                 gauge.labels(lm.spec.alias).set(stats[key])
+    m.upstreams.rows = [(lm.spec.alias, row) for lm in loaded for row in replica_rows(lm.engine)]
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _seconds(value: float) -> float | None:
     # JSON has no infinity: a TTL set to inf elsewhere (the Foundry route) must not make /lokal/ps a 500.
     return round(value, 1) if math.isfinite(value) else None
+
+
+def replica_rows(engine: object) -> list[dict[str, Any]]:
+    """Per-replica figures of an engine in front of upstreams (in flight, healthy, latency EWMA, failures);
+    none for an engine that serves the model itself."""
+    replicas = getattr(engine, "replicas", None)
+    if not callable(replicas):
+        return []
+    rows = replicas()
+    return [dict(r) for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 def ps_payload(state: AppState) -> dict[str, Any]:
@@ -72,6 +88,7 @@ def ps_payload(state: AppState) -> dict[str, Any]:
                 "context_length": lm.engine.info.context_length,
                 **{k: v for k, v in lm.engine.info.extra.items() if isinstance(v, int | float | str | bool)},
                 **lm.worker.stats(),  # slots, slots_busy, waiting; batching adds batch_size, decode_steps, ...
+                **({"replicas": rows} if (rows := replica_rows(lm.engine)) else {}),
             }
             for lm in state.manager.loaded()
         ],

@@ -64,6 +64,11 @@ class AnswerView {
     this.root.dataset.chunks = String(this.chunks);
   }
 
+  setPath(path) {
+    this.path = path;
+    this.root.dataset.path = path;
+  }
+
   setStats(rec, extra = "") {
     const parts = [rec.routedTo ? `${rec.model} → ${rec.routedTo}${rec.intent ? ` (${rec.intent})` : ""}` : rec.model];
     if (rec.ttft != null) parts.push(`TTFT ${formatMs(rec.ttft)}`);
@@ -72,6 +77,27 @@ class AnswerView {
     if (rec.tps != null) parts.push(`${rec.tps.toFixed(1)} tok/s`);
     if (extra) parts.push(extra);
     this.meta.textContent = parts.join(" · ");
+    if (this.path) {
+      const tag = document.createElement("span");
+      tag.className = "path-tag";
+      tag.dataset.path = this.path;
+      tag.textContent = this.path;
+      this.meta.prepend(tag);
+    }
+  }
+
+  // Loading a model into the page: bytes so far (the second load reads them from the browser's cache).
+  setLoading(text) {
+    if (!this.loading) {
+      this.loading = div("loading");
+      this.root.insertBefore(this.loading, this.body);
+    }
+    this.loading.textContent = text;
+  }
+
+  doneLoading() {
+    this.loading?.remove();
+    this.loading = null;
   }
 
   showPassages(passages) {
@@ -138,6 +164,7 @@ class AnswerView {
   }
 
   fail(err) {
+    this.doneLoading();
     this.root.dataset.state = "error";
     this.root.append(errorBox(err));
   }
@@ -150,6 +177,8 @@ export class Pane {
     this.title = root.querySelector(".pane-model");
     this.syntheticBadge = root.querySelector(".badge.synthetic");
     this.routerBadge = root.querySelector(".badge.router");
+    this.engineBadge = root.querySelector(".badge.engine");
+    this.engine = "server";
     this.history = [];
     this.model = "";
     this.epoch = 0; // bumped by reset, so a turn that ends after a reset does not write into the new history
@@ -157,6 +186,12 @@ export class Pane {
 
   get visible() {
     return !this.root.hidden;
+  }
+
+  setEngine(engine) {
+    this.engine = engine;
+    this.root.dataset.engine = engine;
+    this.engineBadge.hidden = engine !== "browser";
   }
 
   setModel(model, card) {

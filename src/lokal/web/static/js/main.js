@@ -1,6 +1,8 @@
 // Wiring: settings and pickers in the sidebar, one or two conversation panes, the latency chart.
+// Each pane runs on the server (streamed over the OpenAI API) or in this browser (browser.js).
 
 import { apiJson, isAbort, streamChat } from "./api.js";
+import { BrowserError, detectBackend, generateInPage, rankPassages, webModels } from "./browser.js";
 import { LatencyChart } from "./chart.js";
 import { Pane, describeError } from "./conversation.js";
 import { groundingMessage, listCollections, searchCollection, splitPassages } from "./rag.js";
@@ -23,13 +25,17 @@ const ui = {
   ragCollectionOption: $("rag-collection-option"),
   composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"), reset: $("reset"),
   clearChart: $("clear-chart"),
+  engineA: $("engine-a"), engineB: $("engine-b"), browserStatus: $("browser-status"),
+  ragRank: $("rag-rank"), ragTextK: $("rag-text-k"),
 };
+const KEY_COOKIE = "lokal_web_key"; // web model files are fetched by transformers.js, which sends no header
 
 const settings = loadSettings();
 const panes = { a: new Pane($("pane-a")), b: new Pane($("pane-b")) };
 const chart = new LatencyChart($("chart"), $("latency-summary"));
 const inFlight = new Set();
 let cards = new Map(); // model id -> /v1/models card
+let webCards = new Map(); // model id -> card shaped like /v1/models' (from /lokal/web/models): in-page models
 let answerCount = 0;
 
 // ---- settings ------------------------------------------------------------------------------------------
@@ -46,6 +52,10 @@ function readSettings() {
     ragCollection: ui.ragCollection.value || settings.ragCollection,
     ragK: Number(ui.ragK.value) || 4,
     ragSearchMode: ui.ragSearchMode.value,
+    engineA: ui.engineA.value,
+    engineB: ui.engineB.value,
+    ragRank: ui.ragRank.checked,
+    ragTextK: Number(ui.ragTextK.value) || 3,
   });
   if (ui.modelA.options.length) settings.modelA = chosenModel("a"); // not yet listed: keep the saved choice
   if (ui.modelB.options.length) settings.modelB = chosenModel("b");
@@ -60,7 +70,12 @@ function applySettings() {
   ui.ragText.value = settings.ragText;
   ui.ragK.value = String(settings.ragK);
   ui.ragSearchMode.value = settings.ragSearchMode;
+  ui.engineA.value = settings.engineA === "browser" ? "browser" : "server";
+  ui.engineB.value = settings.engineB === "browser" ? "browser" : "server";
+  ui.ragRank.checked = Boolean(settings.ragRank);
+  ui.ragTextK.value = String(settings.ragTextK);
   ui.apiKey.value = loadApiKey();
+  setKeyCookie(ui.apiKey.value.trim());
   for (const r of ui.ragModes) r.checked = r.value === (settings.ragMode === "collection" ? "off" : settings.ragMode);
   showTemperature();
   showCompare();
@@ -68,6 +83,11 @@ function applySettings() {
 }
 
 const apiKey = () => ui.apiKey.value.trim();
+
+function setKeyCookie(key) {
+  const scope = "path=/static/models; SameSite=Strict";
+  document.cookie = key ? `${KEY_COOKIE}=${encodeURIComponent(key)}; ${scope}` : `${KEY_COOKIE}=; Max-Age=0; ${scope}`;
+}
 
 function showTemperature() {
   ui.temperatureValue.textContent = Number(ui.temperature.value).toFixed(2);
@@ -82,11 +102,14 @@ function label(card) {
   return tags.length ? `${card.id} (${tags.join(", ")})` : card.id;
 }
 
-function fillPicker(select, custom, wanted) {
+const engineOf = (pane) => (pane === "a" ? ui.engineA : ui.engineB).value;
+const cardsFor = (pane) => (engineOf(pane) === "browser" ? webCards : cards);
+
+function fillPicker(select, custom, wanted, source = cards) {
   select.replaceChildren();
-  for (const card of cards.values()) select.append(new Option(label(card), card.id));
+  for (const card of source.values()) select.append(new Option(label(card), card.id));
   select.append(new Option("Other model id…", CUSTOM));
-  if (wanted && cards.has(wanted)) {
+  if (wanted && source.has(wanted)) {
     select.value = wanted;
   } else if (wanted) {
     select.value = CUSTOM;
@@ -104,8 +127,40 @@ function chosenModel(pane) {
 function syncPanes() {
   for (const key of ["a", "b"]) {
     const model = chosenModel(key);
-    panes[key].setModel(model, cards.get(model));
+    panes[key].setEngine(engineOf(key));
+    panes[key].setModel(model, cardsFor(key).get(model));
   }
+}
+
+function fillPickers() {
+  const idsA = [...cardsFor("a").keys()];
+  const firstA = settings.modelA || idsA[0] || "";
+  const idsB = [...cardsFor("b").keys()];
+  const firstB = settings.modelB || idsB.find((id) => id !== firstA) || idsB[0] || firstA;
+  fillPicker(ui.modelA, ui.modelACustom, firstA, cardsFor("a"));
+  fillPicker(ui.modelB, ui.modelBCustom, firstB, cardsFor("b"));
+  syncPanes();
+}
+
+// The in-page models (the catalog's webgpu variants); a server without them just offers none.
+async function loadWebModels() {
+  try {
+    const data = await webModels(apiKey());
+    webCards = new Map(data.filter((c) => c.task === "chat-completion")
+      .map((c) => [c.id, { id: c.id, lokal: { synthetic: c.synthetic, task: c.task }, web: c }]));
+  } catch {
+    webCards = new Map();
+  }
+}
+
+async function showBackend() {
+  const info = await detectBackend();
+  ui.browserStatus.dataset.path = info.path;
+  ui.browserStatus.dataset.isolated = String(info.isolated);
+  ui.browserStatus.dataset.state = info.note && !info.isolated ? "warning" : "ok";
+  ui.browserStatus.textContent = info.path === "webgpu"
+    ? `This browser: WebGPU (${info.adapter})`
+    : `This browser: ${info.note}.`;
 }
 
 async function loadModels() {
@@ -122,15 +177,17 @@ async function loadModels() {
   const chat = (body.data ?? []).filter((card) => card.lokal?.task !== "embeddings");
   cards = new Map(chat.map((card) => [card.id, card]));
   const ids = [...cards.keys()];
-  const firstA = settings.modelA || ids[0] || "";
-  const firstB = settings.modelB || ids.find((id) => id !== firstA) || firstA;
-  fillPicker(ui.modelA, ui.modelACustom, firstA);
-  fillPicker(ui.modelB, ui.modelBCustom, firstB);
-  syncPanes();
+  await loadWebModels();
+  fillPickers();
   const synthetic = chat.filter((c) => c.lokal?.synthetic).length;
   setStatus("ok", `connected · ${ids.length} chat model${ids.length === 1 ? "" : "s"}`
     + (synthetic ? ` (${synthetic} synthetic)` : "") + (ids.length ? "" : " — pull one with `lokal model pull`"));
   await loadCollections();
+}
+
+function formatBytes(n) {
+  if (!n) return "0 B";
+  return n < 1024 * 1024 ? `${(n / 1024).toFixed(0)} KB` : `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
 function setStatus(state, text) {
@@ -184,7 +241,14 @@ function showRagMode() {
 }
 
 // { passages, refusal }: a refusal (Collection mode, nothing passed the server's relevance gate) means no answer.
-async function gatherPassages(prompt, signal) {
+async function gatherPassages(prompt, signal, onProgress) {
+  if (settings.ragMode === "text" && settings.ragRank) {
+    // Embedded and ranked in this page with MiniLM: the text never leaves the browser.
+    const passages = await rankPassages(prompt, splitPassages(settings.ragText), settings.ragTextK,
+      { apiKey: apiKey(), onProgress });
+    if (signal.aborted) throw new DOMException("stopped", "AbortError");
+    return { passages, refusal: null };
+  }
   if (settings.ragMode === "text") return { passages: splitPassages(settings.ragText), refusal: null };
   if (settings.ragMode === "collection" && ui.ragCollection.value) {
     return searchCollection({ collection: ui.ragCollection.value, query: prompt, k: settings.ragK,
@@ -226,10 +290,14 @@ async function runTurn(pane, prompt, passages) {
 
   const controller = new AbortController();
   inFlight.add(controller);
+  const inPage = pane.engine === "browser";
   const rec = { id: ++answerCount, model, ttft: null, total: null, tokens: 0, tps: null, state: "streaming",
-    routedTo: null, intent: null };
-  chart.upsert(rec);
-  const t0 = performance.now();
+    routedTo: null, intent: null, path: inPage ? null : "server" };
+  if (!inPage) {
+    view.setPath("server");
+    chart.upsert(rec);
+  }
+  let t0 = performance.now();
   let tFirst = null;
   let frame = 0;
   const measure = (now, tokens) => {
@@ -244,22 +312,51 @@ async function runTurn(pane, prompt, passages) {
     pane.scroll();
   };
 
-  try {
-    const result = await streamChat({
-      body, apiKey: apiKey(), signal: controller.signal,
+  const onDelta = (text) => {
+    const now = performance.now();
+    if (tFirst == null) {
+      tFirst = now;
+      rec.ttft = now - t0;
+    }
+    view.append(text);
+    measure(now, view.chunks);
+    frame ||= requestAnimationFrame(repaint);
+  };
+  // In the page, the clock starts when the model is in memory: loading it (once) is not latency.
+  const startInPage = async () => {
+    const info = await detectBackend();
+    view.setPath(info.path);
+    rec.path = info.path;
+    rec.model = `${model} · ${info.path}`; // the chart compares paths: "tiny-web · wasm" beside "tiny"
+    const result = await generateInPage({
+      id: model, messages: body.messages, maxTokens: settings.maxTokens ?? 256, temperature: settings.temperature,
+      signal: controller.signal, apiKey: apiKey(),
+      onProgress: ({ text, loaded, total }) => view.setLoading(text
+        ?? `loading ${model} into this page: ${formatBytes(loaded)}` + (total ? ` / ${formatBytes(total)}` : "")),
       onDelta: (text) => {
-        const now = performance.now();
         if (tFirst == null) {
-          tFirst = now;
-          rec.ttft = now - t0;
+          view.doneLoading();
+          chart.upsert(rec);
         }
-        view.append(text);
-        measure(now, view.chunks);
-        frame ||= requestAnimationFrame(repaint);
+        onDelta(text);
       },
+      onReady: () => {
+        view.doneLoading();
+        t0 = performance.now();
+      },
+    });
+    view.doneLoading();
+    if (!chart.records.includes(rec)) chart.upsert(rec);
+    return result;
+  };
+
+  try {
+    const result = inPage ? await startInPage() : await streamChat({
+      body, apiKey: apiKey(), signal: controller.signal, onDelta,
     });
     measure(performance.now(), result.usage?.completion_tokens ?? view.chunks);
     rec.state = "done";
+    view.root.dataset.tokens = String(rec.tokens);
     rec.routedTo = result.routedTo;
     rec.intent = result.intent;
     remember(view.text);
@@ -293,7 +390,10 @@ async function send() {
   const targets = activePanes();
   const missing = targets.find((p) => !p.model);
   if (missing) {
-    missing.notice(new Error("Choose a model first (the list comes from /v1/models)."));
+    missing.notice(missing.engine === "browser"
+      ? new BrowserError(`Choose a web model first${webCards.size ? "" : ": the catalog has none with a browser "
+        + "(webgpu) variant yet; `lokal model synth --like tiny --format web` writes one"}.`, "no web model")
+      : new Error("Choose a model first (the list comes from /v1/models)."));
     return;
   }
   ui.prompt.value = "";
@@ -303,7 +403,11 @@ async function send() {
   try {
     let grounding;
     try {
-      grounding = await gatherPassages(prompt, search.signal);
+      grounding = await gatherPassages(prompt, search.signal, ({ loaded, total }) => {
+        ui.browserStatus.textContent = `loading MiniLM into this page: ${formatBytes(loaded)}`
+          + (total ? ` / ${formatBytes(total)}` : "");
+      });
+      if (settings.ragMode === "text" && settings.ragRank) showBackend();
     } catch (err) {
       if (!isAbort(err)) for (const pane of targets) pane.notice(err);
       return;
@@ -352,6 +456,16 @@ for (const [select, custom] of [[ui.modelA, ui.modelACustom], [ui.modelB, ui.mod
     readSettings();
   });
 }
+for (const [select, key] of [[ui.engineA, "modelA"], [ui.engineB, "modelB"]]) {
+  select.addEventListener("change", () => {
+    readSettings();
+    settings[key] = ""; // the other engine's list has other models
+    fillPickers();
+    readSettings();
+  });
+}
+ui.ragRank.addEventListener("change", readSettings);
+ui.ragTextK.addEventListener("change", readSettings);
 ui.compare.addEventListener("change", () => {
   showCompare();
   readSettings();
@@ -369,6 +483,7 @@ for (const radio of ui.ragModes) {
 }
 ui.apiKey.addEventListener("change", () => {
   saveApiKey(apiKey());
+  setKeyCookie(apiKey());
   loadModels();
 });
 ui.refresh.addEventListener("click", loadModels);
@@ -389,6 +504,17 @@ ui.stop.addEventListener("click", stopAll);
 ui.reset.addEventListener("click", resetConversation);
 ui.clearChart.addEventListener("click", () => chart.clear());
 
+// Links for automation and sharing: ?engine=browser|server&model=ID&prompt=TEXT&autorun=1 (first pane).
+const params = new URLSearchParams(location.search);
 applySettings();
+if (["browser", "server"].includes(params.get("engine"))) {
+  if (params.get("engine") !== ui.engineA.value) settings.modelA = "";
+  ui.engineA.value = params.get("engine");
+}
+if (params.get("model")) settings.modelA = params.get("model");
+if (params.get("prompt")) ui.prompt.value = params.get("prompt");
 setBusy(false);
-loadModels();
+showBackend();
+loadModels().then(() => {
+  if (params.get("autorun") === "1" && ui.prompt.value.trim()) send();
+});

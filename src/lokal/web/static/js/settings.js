@@ -16,6 +16,10 @@ export const DEFAULTS = {
   ragCollection: "",
   ragK: 4,
   ragSearchMode: "hybrid",
+  engineA: "server", // or "browser": the pane runs its model in this page
+  engineB: "server",
+  ragRank: false, // pasted text: rank passages with MiniLM in the page and keep the top ragTextK
+  ragTextK: 3,
 };
 
 function safe(storage, fn, fallback) {

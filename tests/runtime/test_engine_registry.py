@@ -1,0 +1,87 @@
+"""The engine registry: every catalog engine name has traits, and the runtime picks workers from them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+import lokal
+from lokal.catalog.spec import EngineName, ModelSpec, Variant
+from lokal.config import Settings
+from lokal.engines.base import AsyncEngine, EngineInfo, GenerationEvent, GenerationRequest
+from lokal.engines.remote import RemoteEngine
+from lokal.runtime.async_worker import AsyncWorker
+from lokal.runtime.engines import ENGINES, make_engine, traits_of
+from lokal.runtime.worker import ModelWorker
+from lokal.runtime.workers import make_worker
+from lokal.server.foundry import MODEL_TYPES
+
+
+class ThreadEngine:
+    """An engine with only the sync interface."""
+
+    info = EngineInfo()
+
+    def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
+        pass
+
+    def count_tokens(self, req: GenerationRequest) -> int:
+        return 1
+
+    def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
+        yield GenerationEvent(finish_reason="stop")
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return []
+
+    def unload(self) -> None:
+        pass
+
+
+def test_the_catalogs_engine_names_are_the_registrys() -> None:
+    assert set(get_args(EngineName)) == set(ENGINES)
+    assert MODEL_TYPES == {"llamacpp": "GGUF", "onnx": "ONNX", "sentence-transformers": "SentenceTransformers",
+                           "remote": "Remote", "web": "Web"}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown engine 'vllm'"):
+        traits_of("vllm")
+
+
+def test_traits_say_what_each_engine_is() -> None:
+    remote, llama = traits_of("remote"), traits_of("llamacpp")
+    assert (remote.concurrency, remote.needs_artifact) == ("async", False)
+    assert remote.tasks == {"chat-completion", "embeddings"}
+    assert (llama.concurrency, llama.needs_artifact) == ("batch", True)
+    assert (traits_of("onnx").concurrency, traits_of("onnx").tasks) == ("thread", {"chat-completion"})
+    assert traits_of("sentence-transformers").tasks == {"embeddings"}
+    assert all(e.traits.needs_artifact for name, e in ENGINES.items() if name != "remote")
+
+
+def test_the_worker_comes_from_the_traits(tmp_path: Path) -> None:
+    engine = make_engine(Variant(id="up:1", engine="remote", base_url="http://127.0.0.1:9/v1"), Settings(home=tmp_path))
+    assert isinstance(engine, RemoteEngine) and isinstance(engine, AsyncEngine)
+    assert isinstance(make_worker(engine, "up", concurrency="async"), AsyncWorker)
+    with pytest.raises(TypeError, match="registered as an async engine"):
+        make_worker(ThreadEngine(), "x", concurrency="async")
+    for concurrency in ("thread", "batch"):  # a batch engine loaded with one slot works one request at a time
+        worker = make_worker(ThreadEngine(), "x", concurrency=concurrency)
+        assert isinstance(worker, ModelWorker)
+        worker.close()
+
+
+def test_no_engine_name_checks_outside_the_registry_and_the_engines() -> None:
+    """Code asks what a variant is (is_upstream, needs_artifact, traits), never which engine it names."""
+    root = Path(lokal.__file__).parent
+    allowed = {root / "catalog" / "spec.py", root / "runtime" / "engines.py"}
+    hits = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in root.rglob("*.py")
+        if path not in allowed and root / "engines" not in path.parents
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""\.engine\s*(==|!=|in\b)|==\s*["']remote["']""", line)
+    ]
+    assert hits == []
