@@ -258,10 +258,12 @@ def main() -> None:
             per_word = prompt_tokens(llama_base, long_prompt(random.Random(1), 200)) / 200
             long_words = int(1000 / per_word)
 
+            # Every prompt is new to both servers (its own tag), so no row is helped by a slot that happens to
+            # hold the same prompt from an earlier row; prefix reuse has its own row.
             singles = alternate(
-                rounds * 2, sides, lambda b, tag, r: stream(b, f"[{tag}] " + short_prompt(), args.tokens)[1]
+                rounds * 2, sides, lambda b, tag, r: stream(b, f"[decode {tag}] " + short_prompt(), args.tokens)[1]
             )
-            ttfts = alternate(rounds * 4, sides, lambda b, tag, r: stream(b, f"[{tag}] " + short_prompt(), 2)[0])
+            ttfts = alternate(rounds * 4, sides, lambda b, tag, r: stream(b, f"[ttft {tag}] " + short_prompt(), 2)[0])
             levels = [1, 4] if args.quick else [1, 2, 4, 8]
             aggregate = {n: alternate(rounds, sides, functools.partial(_burst_row, n, args.tokens)) for n in levels}
             heavy = alternate(rounds * 2, sides, lambda b, tag, r: stream(b, long_prompt(rng, long_words), 2)[0])
