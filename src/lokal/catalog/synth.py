@@ -85,22 +85,13 @@ def synthesize_web(
     folder = web_synth_path(settings, alias)
     write_web_model(folder, shape, dtype, progress=progress)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    spec = ModelSpec(
-        alias=alias,
-        display_name=f"{alias} (synthetic, in the browser)",
-        publisher="lokal-synthetic",
-        license="none",
-        context_length=min(shape.n_ctx, 8192),
-        parameters_b=round(shape.parameters / 1e9, 3),
-        capabilities=capabilities or ["general"],
-        synthetic=True,
-        description=SYNTH_NOTE.format(like=like) + " Runs in the browser (playground, engine: this browser).",
-        variants=[
-            Variant(
-                id=f"{alias}-webgpu:1", device="webgpu", engine="web", path=str(folder), quant=dtype, size_bytes=size
-            )  # fmt: skip
-        ],
+    variant = Variant(
+        id=f"{alias}-webgpu:1", device="webgpu", engine="web", path=str(folder), quant=dtype, size_bytes=size
     )
+    spec = _synthetic_spec(
+        alias, like, shape, capabilities, variant, " (synthetic, in the browser)",
+        " Runs in the browser (playground, engine: this browser).",
+    )  # fmt: skip
     Catalog.load(settings).add_user_model(spec)
     return spec
 
@@ -121,29 +112,37 @@ def _register(
     path: Path,
     capabilities: list[str] | None,
 ) -> ModelSpec:
-    spec = ModelSpec(
+    variant = Variant(
+        id=f"{alias}-cpu:1", device="cpu", engine="llamacpp", path=str(path), quant=quant,
+        size_bytes=path.stat().st_size,
+    )  # fmt: skip
+    spec = _synthetic_spec(alias, like, shape, capabilities, variant, " (synthetic)", "")
+    Catalog.load(settings).add_user_model(spec)
+    return spec
+
+
+def _synthetic_spec(
+    alias: str,
+    like: str,
+    shape: ModelShape,
+    capabilities: list[str] | None,
+    variant: Variant,
+    display_suffix: str,
+    description_suffix: str,
+) -> ModelSpec:
+    """The catalog entry of a random-weight model: labelled synthetic, with the shape's size and context."""
+    return ModelSpec(
         alias=alias,
-        display_name=f"{alias} (synthetic)",
+        display_name=alias + display_suffix,
         publisher="lokal-synthetic",
         license="none",
         context_length=min(shape.n_ctx, 8192),
         parameters_b=round(shape.parameters / 1e9, 3),
         capabilities=capabilities or ["general"],
         synthetic=True,
-        description=SYNTH_NOTE.format(like=like),
-        variants=[
-            Variant(
-                id=f"{alias}-cpu:1",
-                device="cpu",
-                engine="llamacpp",
-                path=str(path),
-                quant=quant,
-                size_bytes=path.stat().st_size,
-            )
-        ],
+        description=SYNTH_NOTE.format(like=like) + description_suffix,
+        variants=[variant],
     )
-    Catalog.load(settings).add_user_model(spec)
-    return spec
 
 
 def ensure_demo(settings: Settings) -> ModelSpec:
