@@ -51,6 +51,20 @@ def test_least_outstanding_spreads_evenly() -> None:
         assert [s.stats.max_in_flight for s in srvs] == [2, 2, 2, 2]
 
 
+def test_streams_reuse_their_kept_alive_connection() -> None:
+    """A stream read to [DONE] leaves its connection to the pool: five in a row use one TCP connection."""
+    with servers(Script(tokens=3)) as (srv,):
+
+        async def go() -> None:
+            p = pool([srv.base_url])
+            for _ in range(5):
+                assert await collect(p) == ["w0 ", "w1 ", "w2 ", ""]
+            await p.aclose()
+
+        run(go())
+        assert len(srv.stats.peers) == 5 and len(set(srv.stats.peers)) == 1, srv.stats.peers
+
+
 def test_max_concurrency_per_replica_and_waiting_for_room() -> None:
     with servers(Script(ttft_s=0.05, itl_s=0.01, tokens=3), Script(ttft_s=0.05, itl_s=0.01, tokens=3)) as srvs:
 

@@ -59,6 +59,7 @@ class ServerStats:
     in_flight: int = 0
     max_in_flight: int = 0
     arrivals: list[float] = field(default_factory=list)  # perf_counter at arrival, in arrival order
+    peers: list[int] = field(default_factory=list)  # the client's port per request: one per kept-alive connection
     models: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     # Per request, in arrival order: perf_counter when each token's chunk was handed to the transport. The
@@ -68,6 +69,7 @@ class ServerStats:
     def reset(self) -> None:
         self.requests = self.in_flight = self.max_in_flight = 0
         self.arrivals.clear()
+        self.peers.clear()
         self.models.clear()
         self.bodies.clear()
         self.writes.clear()
@@ -136,6 +138,7 @@ def build_app(
         body = await request.json()
         st.requests += 1
         st.arrivals.append(arrived)
+        st.peers.append(request.client.port if request.client else 0)
         st.models.append(str(body.get("model")))
         st.bodies.append(body)
         writes: list[float] = []

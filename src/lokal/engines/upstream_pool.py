@@ -27,7 +27,7 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ import httpx
 from lokal.errors import InvalidRequest, LokalError, Overloaded, UpstreamError
 
 EWMA_ALPHA = 0.3  # weight of the newest latency sample
+DRAIN_S = 0.25  # how long the end of a body after [DONE] is waited for, so that its connection is kept
 RETRYABLE_STATUS = frozenset({408, 429})  # and every 5xx
 # 4xx an upstream answers because of how lokal reaches it (the catalog's key, URL or upstream_model), not
 # because of what the client sent: the client gets 502, not a status that blames its own request.
@@ -196,11 +197,13 @@ class UpstreamPool:
                     if resp.status_code >= 400:
                         await resp.aread()
                         self._raise_status(replica, resp)
-                    async for line in resp.aiter_lines():
+                    lines = resp.aiter_lines()
+                    async for line in lines:
                         if not line.startswith("data:"):
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
+                            await _drain(lines)
                             break
                         try:
                             chunk = json.loads(data)
@@ -434,3 +437,17 @@ def _retry_after(resp: httpx.Response) -> int | None:
         return max(1, int(float(value))) if value else None
     except ValueError:
         return None
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows [DONE] (the body's end, in the same packet as a rule): a response left unread is
+    closed with its connection, and every request then paid for a new TCP connection (measured: 641 connects for
+    640 requests, and a TIME_WAIT socket each). An upstream that keeps the body open after [DONE] costs at
+    most DRAIN_S, and its connection is closed as before."""
+
+    async def rest() -> None:
+        async for _ in lines:
+            pass
+
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        await asyncio.wait_for(rest(), DRAIN_S)
