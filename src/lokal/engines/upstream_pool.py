@@ -220,9 +220,7 @@ class UpstreamPool:
                             self._record_latency(replica, time.monotonic() - started)
                         yield chunk
             except _Attempt as exc:
-                errors.append(exc)
-                if fallback:
-                    raise self._exhausted(errors, fallback=True) from None
+                self._next_or_give_up(errors, exc, fallback, None)
                 continue
             except httpx.HTTPError as exc:
                 self._failed(replica)
@@ -230,14 +228,20 @@ class UpstreamPool:
                     raise UpstreamError(
                         f"upstream {replica.url} failed mid-stream: {_describe(exc)}", code="upstream_stream_cut"
                     ) from exc
-                errors.append(_Attempt(f"{replica.url}: {_describe(exc)}"))
-                if fallback:
-                    raise self._exhausted(errors, fallback=True) from exc
+                self._next_or_give_up(errors, _Attempt(f"{replica.url}: {_describe(exc)}"), fallback, exc)
                 continue
             finally:
                 self._release(replica)
             self._succeeded(replica, None)
             return
+
+    def _next_or_give_up(
+        self, errors: list[_Attempt], failed: _Attempt, fallback: bool, cause: BaseException | None
+    ) -> None:
+        """Note a failed attempt before the first byte; when it was the last replica there was to try, raise."""
+        errors.append(failed)
+        if fallback:
+            raise self._exhausted(errors, fallback=True) from cause
 
     async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One non-streamed request (embeddings), retried on another replica like a stream before its first
@@ -256,15 +260,11 @@ class UpstreamPool:
                 except ValueError as exc:
                     raise UpstreamError(f"upstream {replica.url} answered with something not JSON") from exc
             except _Attempt as exc:
-                errors.append(exc)
-                if fallback:
-                    raise self._exhausted(errors, fallback=True) from None
+                self._next_or_give_up(errors, exc, fallback, None)
                 continue
             except httpx.HTTPError as exc:
                 self._failed(replica)
-                errors.append(_Attempt(f"{replica.url}: {_describe(exc)}"))
-                if fallback:
-                    raise self._exhausted(errors, fallback=True) from exc
+                self._next_or_give_up(errors, _Attempt(f"{replica.url}: {_describe(exc)}"), fallback, exc)
                 continue
             finally:
                 self._release(replica)
