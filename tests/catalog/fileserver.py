@@ -4,18 +4,21 @@ It serves bytes with Range support (or without, like some mirrors), redirects `/
 to a "CDN" path carrying X-Linked-Etag / X-Linked-Size the way huggingface.co does, can cut the first
 transfer of a file midway (or every one), can trickle bytes slowly so a test can kill a downloader mid-file,
 can send a body without Content-Length that ends when the connection closes, and can stall mid-body until
-the server stops.
+the server stops. `add_hub_folder` also answers the hub's tree API (`/api/models/<repo>/tree/<rev>/<folder>`)
+for the folder, in pages linked by `Link: <...>; rel="next"` as huggingface.co sends them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 _RANGE_RE = re.compile(r"bytes=(\d+)-$")
 CHUNK = 64 * 1024
@@ -50,6 +53,8 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, Served] = {}
         self.redirects: dict[str, tuple[str, dict[str, str]]] = {}
+        self.trees: dict[str, list[dict[str, Any]]] = {}  # unquoted tree API path -> its entries
+        self.page_size = 1000
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # releases stalled transfers
@@ -70,6 +75,26 @@ class FileServer:
             cdn,
             {"X-Linked-Etag": f'"{served.sha256}"', "X-Linked-Size": str(len(data))},
         )
+        return served
+
+    def add_hub_folder(
+        self, repo: str, folder: str, files: dict[str, bytes], revision: str = "main", *, lfs: bool = True, **opts: Any
+    ) -> dict[str, Served]:
+        """Every file of `files` (name inside `folder` -> bytes) served like add_hub_file, and listed by the tree
+        API the way the hub lists them: LFS files (all but *.json when `lfs`) carry `lfs.oid`, their sha256."""
+        served: dict[str, Served] = {}
+        entries: list[dict[str, Any]] = []
+        if folder:
+            entries.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": folder})
+        for name, data in files.items():
+            path = f"{folder}/{name}" if folder else name
+            served[name] = self.add_hub_file(repo, path, data, revision, **opts.get(name, {}))
+            entry: dict[str, Any] = {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data),
+                                     "path": path}  # fmt: skip
+            if lfs and not name.endswith(".json"):
+                entry["lfs"] = {"oid": served[name].sha256, "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        self.trees[f"/api/models/{repo}/tree/{revision}" + (f"/{folder}" if folder else "")] = entries
         return served
 
     @property
@@ -96,6 +121,10 @@ class FileServer:
                 seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()})
                 with server._lock:
                     server.requests.append(seen)
+                parts = urlsplit(self.path)
+                if unquote(parts.path) in server.trees:
+                    self._tree(unquote(parts.path), parts.path, parse_qs(parts.query), seen)
+                    return
                 if self.path in server.redirects:
                     target, extra = server.redirects[self.path]
                     seen.status = 302
@@ -168,6 +197,21 @@ class FileServer:
                     return
                 if limit < len(body):
                     self.close_connection = True  # the client sees a body shorter than it should be
+
+            def _tree(self, key: str, raw_path: str, query: dict[str, list[str]], seen: Seen) -> None:
+                entries = server.trees[key]  # recursive: tests check that lokal asks for it (seen.path)
+                start = int(query.get("cursor", ["0"])[0])
+                page = entries[start : start + server.page_size]
+                body = json.dumps(page).encode()
+                seen.status = 200
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if start + server.page_size < len(entries):
+                    nxt = f"{server.url}{raw_path}?recursive=true&cursor={start + server.page_size}"
+                    self.send_header("Link", f'<{nxt}>; rel="next"')
+                self.end_headers()
+                self.wfile.write(body)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

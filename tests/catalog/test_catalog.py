@@ -60,8 +60,12 @@ def test_builtin_catalog_has_every_required_alias_with_real_artifacts(settings: 
         devices = {v.device for v in spec.variants}
         assert devices - {"webgpu"} == {"cpu", "cuda"}, alias  # webgpu: a browser build (lokal.web)
         for v in spec.variants:
-            graph = ".onnx" if v.device == "webgpu" else ".gguf"
-            assert v.repo and v.repo.count("/") == 1 and v.file and v.file.endswith(graph), v.id
+            assert v.repo and v.repo.count("/") == 1, v.id
+            if v.is_folder:  # ONNX GenAI: a folder of the repo (or all of it), listed at download time
+                assert v.device == "cpu" and (v.file is None or not v.file.endswith((".onnx", ".gguf"))), v.id
+            else:
+                graph = ".onnx" if v.device == "webgpu" else ".gguf"
+                assert v.file and v.file.endswith(graph), v.id
             assert v.size_bytes and v.size_bytes > 100_000_000 and v.quant
             assert v.id.endswith(":1") and f"-{v.device}" in v.id
             assert (v.gpu_layers == -1) == (v.device == "cuda")

@@ -27,8 +27,10 @@ CORPUS = [
 CONTEXT = 512
 
 
-def write_hf_model(directory: Path, seed: int = 0) -> Path:
-    """A Hugging Face folder (config, safetensors, tokenizer with a ChatML template) the builder reads."""
+def write_hf_model(directory: Path, seed: int = 0, *, context: int = CONTEXT, **shape: int) -> Path:
+    """A Hugging Face folder (config, safetensors, tokenizer with a ChatML template) the builder reads.
+
+    `shape` overrides LlamaConfig sizes (hidden_size, num_hidden_layers, ...) for a slower, bigger model."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -45,19 +47,23 @@ def write_hf_model(directory: Path, seed: int = 0) -> Path:
     tok.train_from_iterator(CORPUS * 10, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHATML
-    fast.model_max_length = CONTEXT
+    fast.model_max_length = context
     fast.save_pretrained(directory)
 
     eos, bos = (fast.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|im_start|>"))
     assert isinstance(eos, int) and isinstance(bos, int)
+    sizes = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        **shape,
+    }
     config = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=CONTEXT,
+        **sizes,
+        max_position_embeddings=context,
         eos_token_id=eos,
         bos_token_id=bos,
         pad_token_id=fast.pad_token_id,
@@ -68,9 +74,9 @@ def write_hf_model(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def build_tiny_onnx(directory: Path, seed: int = 0) -> Path:
+def build_tiny_onnx(directory: Path, seed: int = 0, *, context: int = CONTEXT, **shape: int) -> Path:
     """The ONNX GenAI folder (genai_config.json, model.onnx, tokenizer); about 6 s on a 2-core CPU."""
-    hf = write_hf_model(directory / "hf", seed)
+    hf = write_hf_model(directory / "hf", seed, context=context, **shape)
     out = directory / "onnx"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [
@@ -90,9 +96,7 @@ def build_tiny_onnx(directory: Path, seed: int = 0) -> Path:
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0 or not (out / "genai_config.json").is_file():
-        raise RuntimeError(
-            f"onnxruntime-genai model builder failed ({done.returncode}):\n{done.stderr[-4000:]}"
-        )
+        raise RuntimeError(f"onnxruntime-genai model builder failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return out
 
 

@@ -72,12 +72,8 @@ def test_family_templates_open_the_assistant_turn() -> None:
     assert FAMILY_TEMPLATES["chatml"].render(msgs) == (
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert (
-        FAMILY_TEMPLATES["llama3"].render(msgs).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
-    )
-    assert PromptTemplate.from_mapping({"user": "[U]{Content}", "assistant": "[A]{Content}"}).render(
-        msgs
-    ) == (
+    assert FAMILY_TEMPLATES["llama3"].render(msgs).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert PromptTemplate.from_mapping({"user": "[U]{Content}", "assistant": "[A]{Content}"}).render(msgs) == (
         "[U]S[U]U[A]"  # no system pattern: the user's stands in
     )
 
@@ -264,9 +260,7 @@ def test_template_falls_back_to_foundry_then_family(tiny_onnx: Path, tmp_path: P
     bare = _without_template(tiny_onnx, tmp_path / "bare")
     phi = _load(bare, chat_template="phi3")
     assert phi.info.extra["chat_template"] == "prompt-template"
-    assert (
-        phi.prompt_text(GenerationRequest(messages=USER)) == "<|user|>\nHello there<|end|>\n<|assistant|>\n"
-    )
+    assert phi.prompt_text(GenerationRequest(messages=USER)) == "<|user|>\nHello there<|end|>\n<|assistant|>\n"
 
     (bare / "inference_model.json").write_text(
         json.dumps(

@@ -56,7 +56,7 @@ def test_traits_say_what_each_engine_is() -> None:
     assert (remote.concurrency, remote.needs_artifact) == ("async", False)
     assert remote.tasks == {"chat-completion", "embeddings"}
     assert (llama.concurrency, llama.needs_artifact) == ("batch", True)
-    assert (traits_of("onnx").concurrency, traits_of("onnx").tasks) == ("thread", {"chat-completion"})
+    assert (traits_of("onnx").concurrency, traits_of("onnx").tasks) == ("batch", {"chat-completion"})
     assert traits_of("sentence-transformers").tasks == {"embeddings"}
     assert all(e.traits.needs_artifact for name, e in ENGINES.items() if name != "remote")
 
@@ -85,3 +85,30 @@ def test_no_engine_name_checks_outside_the_registry_and_the_engines() -> None:
         if re.search(r"""\.engine\s*(==|!=|in\b)|==\s*["']remote["']""", line)
     ]
     assert hits == []
+
+
+def test_each_engine_says_whether_it_is_installed_and_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lokal import embeddings
+    from lokal.engines import llamacpp, ortgenai
+    from lokal.errors import EngineUnavailable
+    from lokal.runtime import engines
+
+    assert engines.module_present("json") and not engines.module_present("lokal_no_such_module")
+    assert engines.engine_installed("remote") and engines.engine_installed("web")  # nothing to install
+    assert engines.install_hint("llamacpp").startswith(
+        'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir "lokal[llamacpp]"'
+    )
+    assert engines.install_hint("onnx") == "pip install onnxruntime-genai"
+    assert engines.install_hint("sentence-transformers") == 'pip install "lokal[embed]"'
+    # The engines' own "not installed" errors quote the registry: each command is written once.
+    assert engines.install_hint("llamacpp") == llamacpp.INSTALL_HINT
+    assert engines.install_hint("onnx") == ortgenai.INSTALL_HINT
+    assert engines.install_hint("sentence-transformers") == embeddings._INSTALL_HINT
+
+    monkeypatch.setattr(engines, "module_present", lambda module: module != "llama_cpp")
+    assert not engines.engine_installed("llamacpp") and engines.engine_installed("onnx")
+    variant = Variant(id="m-q4-cpu:1", url="http://127.0.0.1:9/m.gguf")
+    with pytest.raises(EngineUnavailable, match=r"m-q4-cpu:1 runs on engine llamacpp, and llama-cpp-python is not"):
+        make_engine(variant, Settings(home=tmp_path))

@@ -4,14 +4,10 @@ tool calls) with the real llama.cpp engine underneath where it matters."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from lokal.catalog.spec import Variant
 from lokal.config import Settings
@@ -20,7 +16,7 @@ from lokal.runtime.manager import ModelManager
 from lokal.server.app import build_state, create_app
 from lokal.server.serving import Serving
 from tests.support.models import write_catalog
-from tests.support.server import free_port
+from tests.support.server import run_app
 
 
 @contextmanager
@@ -31,16 +27,5 @@ def serve(home: Path, entries: list[dict[str, Any]], make_engine: Callable[[Vari
     state = build_state(settings)
     state.manager = ModelManager(settings, state.catalog.resolve, state.locate, make_engine)
     state.serving = Serving(state.manager, state.metrics)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, state), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with run_app(create_app(settings, state)) as url:
+        yield url

@@ -1,10 +1,12 @@
 """Where downloaded models live: LOKAL_HOME/models/<variant name>/<version>/<filename>.
 
 A file only appears at its final path once complete and verified (download.py renames `<file>.part`), so
-"the final path exists" is the whole definition of cached. Variants with `path` set (brought by the user,
-synthetic, or shipped in a package) are cached exactly when that path exists. Only artifact variants have a place
-here: an upstream (engine: remote) handed to the cache is a caller's bug and raises, rather than reading as
-"cached" or "nothing to remove".
+"the final path exists" is the whole definition of cached. A folder variant (ONNX GenAI: `file` names a folder
+of the repo) fills `<folder>.part/` file by file, writes its manifest (MANIFEST: every file, size, sha256) last
+and then renames the folder: it is cached when the folder holds that manifest. Variants with `path` set
+(brought by the user, synthetic, or shipped in a package) are cached exactly when that path exists. Only
+artifact variants have a place here: an upstream (engine: remote) handed to the cache is a caller's bug and
+raises, rather than reading as "cached" or "nothing to remove".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lokal.errors import InvalidRequest
 
 PART_SUFFIX = ".part"
 LOCK_SUFFIX = ".lock"
+MANIFEST = ".lokal-manifest.json"  # in a downloaded folder, written once every file in it is verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,10 @@ class Cache:
         return final.with_name(final.name + PART_SUFFIX)
 
     def is_cached(self, variant: Variant) -> bool:
-        return self.path_for(variant).exists()
+        path = self.path_for(variant)
+        if variant.is_folder and not variant.path:
+            return (path / MANIFEST).is_file()
+        return path.exists()
 
     def is_managed(self, path: Path) -> bool:
         """True when lokal created `path` inside its cache (so removing it is lokal's business)."""
@@ -104,17 +110,29 @@ class Cache:
         found: list[CacheEntry] = []
         if not self.root.is_dir():
             return found
+
+        def add(final: Path, size: int, complete: bool) -> None:
+            parts = final.relative_to(self.root).parts
+            variant_id = f"{parts[0]}:{parts[1]}" if len(parts) == 3 and parts[1].isdigit() else None
+            found.append(CacheEntry(variant_id, final, size, complete))
+
         for dirpath, dirnames, filenames in os.walk(self.root):  # os.walk does not follow symlinks
+            here = Path(dirpath)
+            if here != self.root and (MANIFEST in filenames or here.name.endswith(PART_SUFFIX)):
+                # A downloaded folder is one entry (complete), its `.part` staging folder another (resumable).
+                complete = not here.name.endswith(PART_SUFFIX)
+                final = here if complete else here.with_name(here.name.removesuffix(PART_SUFFIX))
+                add(final, tree_size(here), complete)
+                dirnames[:] = []
+                continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                item = Path(dirpath) / name
+                item = here / name
                 if item.is_symlink() or name.startswith(".") or name.endswith(LOCK_SUFFIX):
                     continue
                 complete = not name.endswith(PART_SUFFIX)
                 final = item if complete else item.with_name(name.removesuffix(PART_SUFFIX))
-                parts = final.relative_to(self.root).parts
-                variant_id = f"{parts[0]}:{parts[1]}" if len(parts) == 3 and parts[1].isdigit() else None
-                found.append(CacheEntry(variant_id, final, item.stat().st_size, complete))
+                add(final, item.stat().st_size, complete)
         found.sort(key=lambda e: e.size_bytes, reverse=True)
         return found
 

@@ -30,9 +30,9 @@ from lokal.catalog.parse import (
     parse_user_catalog,
     read_user_catalog,
 )
-from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
+from lokal.catalog.spec import Choice, Device, ModelSpec, Variant, is_safe_name
 from lokal.config import Settings, get_settings
-from lokal.errors import InvalidRequest, LokalError, ModelNotFound
+from lokal.errors import EngineUnavailable, InvalidRequest, LokalError, ModelNotFound
 
 __all__ = ["Catalog", "CatalogError", "Problem", "builtin_specs", "parse_catalog"]
 
@@ -75,6 +75,17 @@ def _unusable(spec: ModelSpec, taken: dict[str, tuple[ModelSpec, Variant]], cach
             except LokalError as exc:
                 return exc.message
     return None
+
+
+def _named(variant: Variant, how: str) -> Choice:
+    """A variant the request named itself: no choice was made, but whether it can run here still matters."""
+    from lokal.runtime import engines as registry
+
+    installed = registry.engine_installed(variant.engine)
+    why = f"{how}; {variant.device}; engine {variant.engine}"
+    if not installed:
+        why += f", but {registry.missing_engine_note(variant.engine)}"
+    return Choice(variant, why, installed=installed)
 
 
 def builtin_specs() -> list[ModelSpec]:
@@ -215,11 +226,30 @@ class Catalog:
             for variant in spec.variants:
                 yield spec, variant
 
+    def choice(self, spec: ModelSpec) -> Choice:
+        """The variant of `spec` for this machine's devices and installed engines, and why."""
+        return spec.choose(self.devices)
+
     def best_variant(self, spec: ModelSpec) -> Variant:
-        return spec.variant_for(self.devices)
+        return self.choice(spec).variant
 
     def resolve(self, name: str) -> tuple[ModelSpec, Variant]:
         """Exact variant id, then variant name (highest version), then alias (best for the devices)."""
+        spec, choice = self.resolve_choice(name)
+        return spec, choice.variant
+
+    def resolve_runnable(self, name: str) -> tuple[ModelSpec, Variant]:
+        """`resolve` for serving: a variant whose engine is not installed raises EngineUnavailable, naming the
+        command that installs it, before anything is downloaded or loaded for it."""
+        spec, choice = self.resolve_choice(name)
+        if not choice.installed:
+            raise EngineUnavailable(
+                f"model {spec.alias!r} resolves to {choice.variant.id}: {choice.why}", param="model"
+            )
+        return spec, choice.variant
+
+    def resolve_choice(self, name: str) -> tuple[ModelSpec, Choice]:
+        """`resolve`, with why that variant (and whether its engine is installed)."""
         name = name.strip()
         if not name or not is_safe_name(name):
             raise InvalidRequest(
@@ -229,14 +259,16 @@ class Catalog:
             )
         key = name.lower()
         if key in self._by_id:
-            return self._by_id[key]
+            spec, variant = self._by_id[key]
+            return spec, _named(variant, "variant id asked for")
         if ":" not in key:
             same_name = [(s, v) for s, v in self._by_id.values() if v.name.lower() == key]
             if same_name:
-                return max(same_name, key=lambda sv: sv[1].version)
-            spec = self._by_alias.get(key)
-            if spec is not None:
-                return spec, self.best_variant(spec)
+                spec, variant = max(same_name, key=lambda sv: sv[1].version)
+                return spec, _named(variant, "highest version of the variant name asked for")
+            by_alias = self._by_alias.get(key)
+            if by_alias is not None:
+                return by_alias, self.choice(by_alias)
         raise self._not_found(name)
 
     def _not_found(self, name: str) -> ModelNotFound:

@@ -4,19 +4,26 @@ Bytes stream into `<final>.part`; a later call resumes from its size with an HTT
 complete, checked file (integrity.py) is fsynced and renamed to the final path, so a kill -9 at any moment
 leaves either no file or a `.part` that the next download continues. A server that stops sending for the read
 timeout ends the download with an error that keeps the `.part`.
+
+A folder variant (ONNX GenAI: `file` is a folder of the repo) is listed with the hub's tree API (hub_tree.py)
+and each listed file fetched the same way into `<folder>.part/`, checked against the size and sha256 the
+listing gives; the manifest (cache.MANIFEST) is written last and the folder renamed into place. `fetch_parts`
+is the one loop for several files (a folder here, a web variant's files in lokal.web.pull).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
+import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -24,12 +31,13 @@ from urllib.parse import urlsplit
 import httpx
 from filelock import FileLock, Timeout
 
-from lokal.catalog.cache import LOCK_SUFFIX, PART_SUFFIX, Cache
-from lokal.catalog.durable import fsync_dir
+from lokal.catalog.cache import LOCK_SUFFIX, MANIFEST, PART_SUFFIX, Cache
+from lokal.catalog.durable import atomic_write_text, fsync_dir
+from lokal.catalog.hub_tree import RemoteFile, list_folder
 from lokal.catalog.integrity import Expected, hash_file, verify
 from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
-from lokal.errors import DownloadError, ModelNotDownloaded
+from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
 
 log = logging.getLogger("lokal.catalog.download")
 
@@ -45,13 +53,18 @@ def source_url(variant: Variant, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if variant.url:
         return variant.url
+    if variant.repo and variant.is_folder:  # the folder's page on the hub; its files are listed at download
+        hub = settings.hf_endpoint.rstrip("/")
+        return f"{hub}/{variant.repo}/tree/{variant.revision}" + (f"/{variant.file}" if variant.file else "")
     if variant.repo and variant.file:
-        from huggingface_hub import hf_hub_url
-
-        return hf_hub_url(
-            variant.repo, variant.file, revision=variant.revision, endpoint=settings.hf_endpoint.rstrip("/")
-        )
+        return _hub_file_url(variant.repo, variant.file, variant.revision, settings)
     raise DownloadError(f"variant {variant.id!r} has neither `url` nor `repo` + `file`: nothing to download")
+
+
+def _hub_file_url(repo: str, file: str, revision: str, settings: Settings) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(repo, file, revision=revision, endpoint=settings.hf_endpoint.rstrip("/"))
 
 
 def _hub_token(url: str, settings: Settings, token: str | None) -> str | None:
@@ -286,32 +299,195 @@ def fetch(
             f"variant {variant.id!r} points at {path}, which does not exist; lokal cannot download a file "
             "you brought yourself - restore it or run `lokal model add` again"
         )
-    final = cache.managed_path(variant)
+    opts = FetchOptions(token, progress, cancel, client, max_retries, timeout, warn)
+    if variant.is_folder:
+        return _fetch_folder(variant, settings, cache.managed_path(variant), opts)
+    return fetch_file(variant, cache.managed_path(variant), settings, opts)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """`fetch`'s keyword arguments, handed on to each file of a multi-file download."""
+
+    token: str | None = None
+    progress: Progress | None = None
+    cancel: threading.Event | None = None
+    client: httpx.Client | None = None
+    max_retries: int = 3
+    timeout: float | None = None
+    warn: Warn | None = None
+    lock: bool = True  # False: the caller holds a lock that covers this file (its folder's)
+
+
+def _client(settings: Settings, timeout: float | None) -> httpx.Client:
+    read_timeout = settings.download_read_timeout if timeout is None else timeout
+    return httpx.Client(follow_redirects=True, timeout=httpx.Timeout(read_timeout, connect=10.0))
+
+
+def fetch_file(variant: Variant, final: Path, settings: Settings, opts: FetchOptions | None = None) -> Downloaded:
+    """The one-file downloader: the variant's `url` or `repo` + `file` into `final` (resume, size + sha256,
+    lock, atomic rename, cancel, progress)."""
+    opts = opts or FetchOptions()
     if final.exists():
-        if progress:
+        if opts.progress:
             size = final.stat().st_size
-            progress(size, size)
+            opts.progress(size, size)
         return Downloaded(final, verified=True)
     url = source_url(variant, settings)
     if settings.offline:
         raise DownloadError(f"offline mode (LOKAL_OFFLINE) forbids downloading {variant.id}; {BYO_HINT}")
 
     final.parent.mkdir(parents=True, exist_ok=True)
-    read_timeout = settings.download_read_timeout if timeout is None else timeout
     # One downloader per file across threads and processes (CLI and server may both be asked).
-    with _file_lock(final, cancel):
+    with _file_lock(final, opts.cancel) if opts.lock else nullcontext():
         if final.exists():
             return Downloaded(final, verified=True)
-        own_client = client is None
-        http = client or httpx.Client(follow_redirects=True, timeout=httpx.Timeout(read_timeout, connect=10.0))
+        http = opts.client or _client(settings, opts.timeout)
         try:
-            result = _fetch(http, url, variant, settings, final, token, progress, cancel, max_retries)
+            result = _fetch(
+                http, url, variant, settings, final, opts.token, opts.progress, opts.cancel, opts.max_retries
+            )
         finally:
-            if own_client:
+            if opts.client is None:
                 http.close()
     if result.note:
-        (warn or log.warning)(result.note)
+        (opts.warn or log.warning)(result.note)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One file of a multi-file download: `variant` says where its bytes come from and what they must be
+    (size_bytes, size_exact, sha256); `dest` is where it lands; `label` names it in errors."""
+
+    variant: Variant
+    dest: Path
+    label: str
+
+
+def fetch_parts(parts: Sequence[Part], settings: Settings, opts: FetchOptions | None = None) -> list[Downloaded]:
+    """Each part through `fetch_file`, one after another on one connection pool. `opts.progress` hears the
+    bytes of all parts together (the total once every part's length is known); an error names its part."""
+    opts = opts or FetchOptions()
+    sizes: list[int | None] = [p.variant.size_bytes for p in parts]
+    finished = 0
+    http = opts.client or _client(settings, opts.timeout)
+    results: list[Downloaded] = []
+    try:
+        for i, part in enumerate(parts):
+            if opts.cancel is not None and opts.cancel.is_set():
+                raise DownloadError("download cancelled; run it again to resume", code="download_cancelled")
+            report = None if opts.progress is None else _overall(opts.progress, sizes, i, finished)
+            try:
+                result = fetch_file(part.variant, part.dest, settings, replace(opts, progress=report, client=http))
+            except LokalError as exc:
+                exc.message = f"{part.label}: {exc.message}"
+                exc.args = (exc.message,)
+                raise
+            sizes[i] = result.path.stat().st_size
+            finished += sizes[i] or 0
+            results.append(result)
+    finally:
+        if opts.client is None:
+            http.close()
+    return results
+
+
+def _overall(progress: Progress, sizes: list[int | None], i: int, before: int) -> Progress:
+    """Part i's progress as progress of the whole: `before` bytes of the earlier parts are done."""
+
+    def report(done: int, total: int | None) -> None:
+        if total is not None:
+            sizes[i] = total
+        known = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+        progress(before + done, known)
+
+    return report
+
+
+def _auth_headers(settings: Settings, token: str | None) -> dict[str, str]:
+    headers = {"User-Agent": "lokal", "Accept": "application/json"}
+    bearer = _hub_token(settings.hf_endpoint, settings, token)
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    return headers
+
+
+def _one_file(variant: Variant, remote: RemoteFile, settings: Settings) -> Variant:
+    # A copy, not a new Variant: the folder variant was validated, and the listing's names were checked. Its
+    # `url` is the file's resolve URL: as a folder variant it would otherwise name the folder.
+    assert variant.repo is not None
+    return variant.model_copy(
+        update={
+            "file": remote.path,
+            "url": _hub_file_url(variant.repo, remote.path, variant.revision, settings),
+            "size_bytes": remote.size,
+            "size_exact": remote.size is not None,
+            "sha256": remote.sha256,
+        }
+    )
+
+
+def _fetch_folder(variant: Variant, settings: Settings, final: Path, opts: FetchOptions) -> Downloaded:
+    where = f"{variant.repo}/{variant.file}" if variant.file else str(variant.repo)
+    manifest = final / MANIFEST
+    if manifest.is_file():
+        if opts.progress:
+            size = _manifest_bytes(manifest)
+            opts.progress(size, size)
+        return Downloaded(final, verified=True)
+    if not variant.repo:
+        raise DownloadError(
+            f"variant {variant.id!r} is a folder (engine {variant.engine}): it needs `repo` (and `file`, the folder "
+            "in it) so the hub can list its files; `url` can name one file only"
+        )
+    if settings.offline:
+        raise DownloadError(f"offline mode (LOKAL_OFFLINE) forbids downloading {variant.id}; {BYO_HINT}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(final.name + PART_SUFFIX)
+    with _file_lock(final, opts.cancel):  # one downloader per folder; its files need no lock of their own
+        if manifest.is_file():
+            return Downloaded(final, verified=True)
+        http = opts.client or _client(settings, opts.timeout)
+        try:
+            listing = list_folder(http, variant, settings.hf_endpoint, _auth_headers(settings, opts.token))
+            parts = [Part(_one_file(variant, f, settings), staging / f.rel, f"{where}: file {f.rel}") for f in listing]
+            for part, remote in zip(parts, listing, strict=True):
+                # A file kept from an earlier run that no longer matches the listing (changed upstream): again.
+                if part.dest.is_file() and remote.size is not None and part.dest.stat().st_size != remote.size:
+                    part.dest.unlink()
+            notes: list[str] = []  # said once for the folder, below
+            results = fetch_parts(parts, settings, replace(opts, client=http, warn=notes.append, lock=False))
+        finally:
+            if opts.client is None:
+                http.close()
+        record = {
+            "repo": variant.repo,
+            "revision": variant.revision,
+            "folder": variant.file or "",
+            "files": [
+                {"path": f.rel, "size": r.path.stat().st_size, "sha256": f.sha256, "verified": r.verified}
+                for f, r in zip(listing, results, strict=True)
+            ],
+        }
+        atomic_write_text(staging / MANIFEST, json.dumps(record, indent=1) + "\n")
+        if final.exists():  # a folder without a manifest was never complete (a crash between rename steps)
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        fsync_dir(final.parent)
+    verified = all(r.verified for r in results)
+    note = "; ".join(notes) if notes else None
+    if note:
+        (opts.warn or log.warning)(note)
+    return Downloaded(final, verified, note, transferred=any(r.transferred for r in results))
+
+
+def _manifest_bytes(manifest: Path) -> int:
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+        return sum(int(f.get("size") or 0) for f in files)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
 
 
 @contextmanager

@@ -12,9 +12,9 @@ import os
 import threading
 
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.demo import demo_path
+from lokal.catalog.demo import demo_written
 from lokal.catalog.parse import CatalogError, Problem, read_user_catalog
-from lokal.catalog.spec import ModelSpec, Variant
+from lokal.catalog.spec import Choice, ModelSpec, Variant
 from lokal.config import Settings
 
 log = logging.getLogger("lokal.catalog")
@@ -22,8 +22,8 @@ log = logging.getLogger("lokal.catalog")
 # What identifies one version of the file. The size and inode matter beside the mtime: an editor that
 # truncates and then writes can do both within one mtime tick, and a read in between (an empty file) must
 # not stick until the next write.
-# The demo model's file is part of it: `lokal serve` writes it after the catalog was first read.
-Stamp = tuple[tuple[int, int, int, int] | None, bool]
+# The demo model's files are part of it: `lokal serve` writes it after the catalog was first read.
+Stamp = tuple[tuple[int, int, int, int] | None, tuple[bool, bool]]
 
 
 def _report(problems: list[Problem]) -> None:
@@ -40,7 +40,7 @@ class LiveCatalog:
         _report(self._catalog.problems)
 
     def _fingerprint(self) -> Stamp:
-        demo = demo_path(self.settings).exists()
+        demo = demo_written(self.settings)
         try:
             st = os.stat(self.settings.user_catalog)
         except FileNotFoundError:
@@ -83,8 +83,18 @@ class LiveCatalog:
     def resolve(self, name: str) -> tuple[ModelSpec, Variant]:
         return self.current().resolve(name)
 
+    def resolve_runnable(self, name: str) -> tuple[ModelSpec, Variant]:
+        """For serving: EngineUnavailable (naming the install command) when the engine is missing."""
+        return self.current().resolve_runnable(name)
+
+    def resolve_choice(self, name: str) -> tuple[ModelSpec, Choice]:
+        return self.current().resolve_choice(name)
+
     def best_variant(self, spec: ModelSpec) -> Variant:
         return self.current().best_variant(spec)
+
+    def choice(self, spec: ModelSpec) -> Choice:
+        return self.current().choice(spec)
 
     def get(self, alias: str) -> ModelSpec | None:
         return self.current().get(alias)

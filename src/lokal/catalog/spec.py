@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
@@ -205,6 +206,11 @@ class Variant(BaseModel):
         return traits_of(self.engine)
 
     @property
+    def is_folder(self) -> bool:
+        """`file` names a folder of the repo (every file in it is downloaded), not one file."""
+        return self.traits.layout == "folder"
+
+    @property
     def needs_artifact(self) -> bool:
         """A local file or folder must be present (downloaded or brought) before this variant loads."""
         return self.traits.needs_artifact
@@ -237,6 +243,8 @@ class Variant(BaseModel):
             return self.file.rsplit("/", 1)[-1]
         if self.url:
             return url_filename(self.url)
+        if self.repo and self.is_folder:  # a folder variant of a whole repo: the folder is named after it
+            return self.repo.rsplit("/", 1)[-1]
         return FALLBACK_FILENAME
 
 
@@ -266,10 +274,43 @@ class ModelSpec(BaseModel):
             raise ValueError(f"alias {v!r} must be letters, digits, '.', '_', '-'")
         return v
 
-    def variant_for(self, devices: Sequence[str]) -> Variant:
-        """Best variant for the devices present, in preference order (e.g. ["cuda", "cpu"])."""
+    def choose(self, devices: Sequence[str], installed: Callable[[str], bool] | None = None) -> Choice:
+        """The variant to run here, and why: the first device (in preference order, e.g. ["cuda", "cpu"]) with
+        a variant whose engine is installed, that device's first such variant in catalog order (so GGUF stays
+        first where llama.cpp is installed). When no variant for these devices has its engine, the first one
+        for the best device is still returned (`model info` shows it), marked not installed."""
+        from lokal.runtime import engines as registry  # the registry imports the engine layer, which imports this
+
+        ok = installed or registry.engine_installed
+        passed: list[str] = []  # engines of better-placed variants that are not installed
+        for dev in devices:
+            for v in (v for v in self.variants if v.device == dev):
+                if not ok(v.engine):
+                    passed.append(v.engine)
+                    continue
+                notes = [registry.missing_engine_note(e) for e in dict.fromkeys(passed)]
+                why = f"{dev}; engine {v.engine}" + (f" ({'; '.join(notes)})" if notes else "")
+                return Choice(v, why, installed=True)
         for dev in devices:
             for v in self.variants:
                 if v.device == dev:
-                    return v
-        return self.variants[0]
+                    why = f"{dev}; engine {v.engine}, but {registry.missing_engine_note(v.engine)}"
+                    return Choice(v, why, installed=False)
+        first = self.variants[0]
+        why = f"no variant for this machine's devices ({', '.join(devices)}); the catalog's first ({first.device})"
+        if not ok(first.engine):
+            why += f", but {registry.missing_engine_note(first.engine)}"
+        return Choice(first, why, installed=ok(first.engine))
+
+    def variant_for(self, devices: Sequence[str]) -> Variant:
+        """Best variant for the devices present and the engines installed (see `choose`)."""
+        return self.choose(devices).variant
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A resolved variant and why it was picked ("cpu; engine onnx (llama-cpp-python is not installed: ...)")."""
+
+    variant: Variant
+    why: str
+    installed: bool  # its engine's runtime is importable here; False: loading it raises EngineUnavailable

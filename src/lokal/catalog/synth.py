@@ -1,13 +1,24 @@
-"""`lokal model synth`: write a random-weight GGUF shaped like a real model and register it, labelled synthetic."""
+"""`lokal model synth`: write a random-weight model shaped like a real one (a GGUF, an ONNX GenAI folder or a
+transformers.js folder) and register it, labelled synthetic; and the offline demo model `lokal serve` writes."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.demo import DEMO_ALIAS, DEMO_CONTEXT, DEMO_QUANT, demo_path, demo_spec
+from lokal.catalog.demo import (
+    DEMO_ALIAS,
+    DEMO_CONTEXT,
+    DEMO_ONNX_PRECISION,
+    DEMO_QUANT,
+    demo_onnx_path,
+    demo_path,
+    demo_spec,
+    demo_written,
+)
 from lokal.catalog.spec import ModelSpec, Variant, is_safe_name
 from lokal.config import Settings
 from lokal.engines.synthetic import QUANTS, ModelShape, shape_for, write_gguf
@@ -96,6 +107,53 @@ def synthesize_web(
     return spec
 
 
+ONNX_PRECISIONS = ("int4", "fp32")
+
+
+def onnx_synth_path(settings: Settings, alias: str) -> Path:
+    return settings.models_dir / "synthetic" / alias / "onnx"
+
+
+def synthesize_onnx(
+    settings: Settings,
+    like: str,
+    precision: str = "int4",
+    alias: str | None = None,
+    *,
+    shape: ModelShape | None = None,
+    capabilities: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ModelSpec:
+    """A random-weight ONNX Runtime GenAI folder of `like`'s shape (written with numpy and `onnx` alone),
+    registered with a `cpu` variant served by the onnx engine, labelled synthetic."""
+    from lokal.onnxgen.folder import write_onnx_model
+
+    shape = shape or shape_for(like)
+    alias = alias or f"{like}-synthetic-onnx-{precision}"
+    if precision not in ONNX_PRECISIONS:
+        raise InvalidRequest(
+            f"onnx quant must be one of {', '.join(ONNX_PRECISIONS)}, not {precision!r}", param="quant"
+        )
+    if not is_safe_name(alias) or ":" in alias:
+        raise InvalidRequest(f"alias {alias!r} must be letters, digits, '.', '_', '-'", param="alias")
+    folder = onnx_synth_path(settings, alias)
+    existed = folder.exists()
+    write_onnx_model(folder, shape, precision, progress=progress)  # atomic: no half-made folder on failure
+    try:
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        variant = Variant(
+            id=f"{alias}-cpu:1", device="cpu", engine="onnx", path=str(folder), quant=precision, size_bytes=size
+        )
+        spec = _synthetic_spec(alias, like, shape, capabilities, variant, " (synthetic, ONNX GenAI)", "")
+        Catalog.load(settings).add_user_model(spec)
+    except BaseException:
+        if not existed:  # nothing points at a new folder that was not registered
+            shutil.rmtree(folder, ignore_errors=True)
+            _prune(folder.parent, settings.models_dir)
+        raise
+    return spec
+
+
 def _prune(folder: Path, root: Path) -> None:
     with contextlib.suppress(OSError):  # not empty (or gone): nothing to tidy
         while folder != root and folder.is_relative_to(root):
@@ -145,16 +203,44 @@ def _synthetic_spec(
     )
 
 
-def ensure_demo(settings: Settings) -> ModelSpec:
-    """Write the demo GGUF if it is missing. The user catalog is not touched: `Catalog.load` lists the demo
-    while its file exists (lokal.catalog.demo)."""
+def demo_engine(installed: Callable[[str], bool] | None = None) -> str:
+    """The engine the demo is written for: llama.cpp where llama-cpp-python is installed (today's GGUF demo),
+    else ONNX Runtime GenAI where it is (the base install), else llama.cpp, whose missing-engine error names
+    the command that installs it. `installed` defaults to the engine registry's probe (no engine imported)."""
+    from lokal.runtime.engines import engine_installed
+
+    ok = installed or engine_installed
+    if ok("llamacpp"):
+        return "llamacpp"
+    return "onnx" if ok("onnx") else "llamacpp"
+
+
+def ensure_demo(settings: Settings, engine: str | None = None) -> ModelSpec:
+    """Write the demo model for `engine` (default: demo_engine()) if it is missing. The user catalog is not
+    touched: `Catalog.load` lists the demo while its files exist (lokal.catalog.demo), a variant for each,
+    and resolution picks the one whose engine is installed."""
+    engine = engine or demo_engine()
+    gguf, onnx = demo_written(settings)
+    if engine == "onnx" and not onnx:
+        from lokal.onnxgen.folder import write_onnx_model
+
+        write_onnx_model(demo_onnx_path(settings), DEMO_SHAPE, DEMO_ONNX_PRECISION)  # atomic
+    elif engine != "onnx" and not gguf:
+        write_gguf(demo_path(settings), DEMO_SHAPE, DEMO_QUANT, like="demo")  # removes its own .part on failure
     spec = demo_spec(settings)
-    if spec is not None:
-        return spec
-    write_gguf(demo_path(settings), DEMO_SHAPE, DEMO_QUANT, like="demo")  # removes its own .part on failure
-    spec = demo_spec(settings)
-    assert spec is not None  # just written
+    assert spec is not None  # just written, or already there
     return spec
 
 
-__all__ = ["DEMO_ALIAS", "SYNTH_NOTE", "ensure_demo", "synth_path", "synthesize", "synthesize_web", "web_synth_path"]
+__all__ = [
+    "DEMO_ALIAS",
+    "SYNTH_NOTE",
+    "demo_engine",
+    "ensure_demo",
+    "onnx_synth_path",
+    "synth_path",
+    "synthesize",
+    "synthesize_onnx",
+    "synthesize_web",
+    "web_synth_path",
+]

@@ -24,11 +24,12 @@ from rich.table import Table
 
 from lokal.catalog.cache import Cache
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.spec import Device, ModelSpec, Variant
+from lokal.catalog.spec import Choice, Device, ModelSpec
 from lokal.cli import target
 from lokal.config import Settings, get_settings
 from lokal.errors import LokalError
 from lokal.hardware import KNOWN_DEVICES
+from lokal.runtime.engines import engine_installed, install_hint, missing_engine_note
 
 app = typer.Typer(no_args_is_help=True, help="Catalog, download, load and inspect models.")
 
@@ -110,23 +111,27 @@ def list_models(
         cache = Cache(catalog.settings)
         rows: list[dict[str, Any]] = []
         table = Table(title=f"lokal catalog (devices: {', '.join(catalog.devices)})", show_lines=False)
-        for col in ("Alias", "Device", "Variant", "Task", "Size", "License", "Cached", "Notes"):
+        for col in ("Alias", "Device", "Variant", "Engine", "Task", "Size", "License", "Cached", "Notes"):
             table.add_column(col, overflow="fold")
         for spec in catalog.specs():
             if task and spec.task != task:
                 continue
-            best = catalog.best_variant(spec)
+            choice = catalog.choice(spec)
             for variant in spec.variants:
-                if not all_variants and variant is not best:
+                if not all_variants and variant is not choice.variant:
                     continue
                 is_cached = variant.is_upstream or cache.is_cached(variant)
                 if cached and not is_cached:
                     continue
+                installed = engine_installed(variant.engine)
                 rows.append(
                     {
                         "alias": spec.alias,
                         "device": variant.device,
                         "variant": variant.id,
+                        "engine": variant.engine,
+                        "engine_installed": installed,
+                        "chosen": variant is choice.variant,
                         "task": spec.task,
                         "size_bytes": variant.size_bytes,
                         "license": spec.license,
@@ -139,6 +144,7 @@ def list_models(
                     spec.alias,
                     variant.device,
                     variant.id,
+                    variant.engine if installed else f"[yellow]{variant.engine} (not installed)[/]",
                     spec.task,
                     human_size(variant.size_bytes),
                     spec.license,
@@ -151,11 +157,16 @@ def list_models(
         out().print(table)
 
 
-def _info(catalog: Catalog, spec: ModelSpec, variant: Variant) -> dict[str, Any]:
+def _info(catalog: Catalog, spec: ModelSpec, choice: Choice) -> dict[str, Any]:
     cache = Cache(catalog.settings)
+    variant = choice.variant
     data = spec.model_dump(mode="json")
     data["origin"] = catalog.origin(spec.alias)
     data["resolved_variant"] = variant.id
+    data["engine"] = variant.engine
+    data["engine_installed"] = choice.installed
+    data["install"] = None if choice.installed else install_hint(variant.engine)
+    data["why"] = choice.why
     data["devices"] = catalog.devices
     data["cached"] = variant.is_upstream or cache.is_cached(variant)
     data["path"] = None if variant.is_upstream else str(cache.path_for(variant))
@@ -170,8 +181,9 @@ def info(
     """What a model is, for a person (like `ollama show`); --json for everything, for scripts."""
     with readable_errors():
         catalog = load_catalog()
-        spec, variant = catalog.resolve(name)
-        data = _info(catalog, spec, variant)
+        spec, choice = catalog.resolve_choice(name)
+        variant = choice.variant
+        data = _info(catalog, spec, choice)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
@@ -186,6 +198,8 @@ def info(
         for key, value in (
             ("name", spec.display_name),
             ("variant", f"{variant.id} ({variant.device}, {variant.engine})"),
+            ("why", choice.why),
+            ("engine", variant.engine if choice.installed else f"{variant.engine}: NOT INSTALLED - {data['install']}"),
             ("task", spec.task),
             ("parameters", params),
             ("quantization", variant.quant or "-"),
@@ -246,6 +260,8 @@ def download_model(
         out().print(f"[green]downloaded[/] {spec.alias} ({variant.id}) to {result.path}")
         if not result.verified:
             err_out().print(f"[yellow]warning:[/] verified: false - {escape(result.note or 'not checked')}")
+        if not engine_installed(variant.engine):
+            err_out().print(f"[yellow]note:[/] it cannot load yet: {escape(missing_engine_note(variant.engine))}")
 
 
 def _split(values: list[str] | None) -> list[str] | None:

@@ -20,18 +20,19 @@ from lokal.config import get_settings
 def synth(
     like: Annotated[str, typer.Option(help="Real model whose shape to copy, e.g. qwen2.5-0.5b.")],
     quant: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="f32, f16, q8_0, q4_0, or a llama.cpp quantization quantized by llama.cpp itself: "
-            "q4_k_m (the catalog's default), q4_k_s, q5_k_m, q5_k_s, q6_k, q3_k_m, q2_k, q4_1, q5_0, q5_1. "
-            "With --format web: fp32 or q4 (default fp32)."
+            help="GGUF: f32, f16, q8_0 (the default), q4_0, or a llama.cpp quantization quantized by llama.cpp "
+            "itself: q4_k_m (the catalog's default), q4_k_s, q5_k_m, q5_k_s, q6_k, q3_k_m, q2_k, q4_1, q5_0, q5_1. "
+            "With --format onnx: int4 (the default) or fp32. With --format web: fp32 (the default) or q4."
         ),
-    ] = "q8_0",
+    ] = None,
     fmt: Annotated[
         str,
         typer.Option(
             "--format",
-            help="gguf (served by lokal) or web (ONNX in transformers.js's layout, run in the playground's page).",
+            help="gguf (served by lokal with llama.cpp), onnx (an ONNX Runtime GenAI folder, served by lokal, "
+            "no torch needed) or web (ONNX in transformers.js's layout, run in the playground's page).",
         ),
     ] = "gguf",
     alias: Annotated[str | None, typer.Option(help="Alias to register (default <like>-synthetic-<quant>).")] = None,
@@ -40,7 +41,7 @@ def synth(
         typer.Option("--capabilities", help="What the router may send it, e.g. chat,code (repeatable)."),
     ] = None,
 ) -> None:
-    """Write a random-weight GGUF with the exact shape of a real model, and register it (labelled SYNTHETIC)."""
+    """Write a random-weight model with the exact shape of a real one, and register it (labelled SYNTHETIC)."""
     from lokal.catalog.synth import synthesize
     from lokal.engines.synthetic import shape_for
 
@@ -51,16 +52,16 @@ def synth(
             fail(str(exc))
         caps = [c.strip() for v in capabilities or [] for c in v.split(",") if c.strip()] or None
         if fmt == "web":
-            _synth_web(like, "fp32" if quant == "q8_0" else quant, alias, caps)
+            _synth_web(like, quant or "fp32", alias, caps)
+            return
+        if fmt == "onnx":
+            _synth_onnx(like, quant or "int4", alias, caps)
             return
         if fmt != "gguf":
-            fail(f"--format must be gguf or web, not {fmt!r}")
+            fail(f"--format must be gguf, onnx or web, not {fmt!r}")
+        quant = quant or "q8_0"
         console = err_out()
-        console.print(
-            f"writing a [yellow]synthetic[/] {like}-shaped model ({shape.parameters / 1e9:.2f} B parameters, "
-            f"{shape.n_layer} layers, {shape.n_embd} wide, {shape.n_head}/{shape.n_head_kv} heads, "
-            f"vocab {shape.n_vocab}), {quant}"
-        )
+        console.print(f"writing a [yellow]synthetic[/] {like}-shaped model ({_shape_line(like)}), {quant}")
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -80,6 +81,42 @@ def synth(
         size = spec.variants[0].size_bytes
         out().print(f"[green]registered[/] [bold]{spec.alias}[/] ({human_size(size)}): {spec.description}")
         out().print(f"serve it: lokal serve --model {spec.alias}   |   its text is noise")
+
+
+def _shape_line(like: str) -> str:
+    from lokal.engines.synthetic import shape_for
+
+    shape = shape_for(like)
+    return (
+        f"{shape.parameters / 1e9:.2f} B parameters, {shape.n_layer} layers, {shape.n_embd} wide, "
+        f"{shape.n_head}/{shape.n_head_kv} heads, vocab {shape.n_vocab}"
+    )
+
+
+def _synth_onnx(like: str, precision: str, alias: str | None, capabilities: list[str] | None) -> None:
+    import time
+
+    from lokal.catalog.synth import synthesize_onnx
+
+    console = err_out()
+    console.print(
+        f"writing a [yellow]synthetic[/] {like}-shaped ONNX Runtime GenAI model ({_shape_line(like)}), {precision}"
+    )
+    t0 = time.perf_counter()
+    spec = synthesize_onnx(
+        get_settings(),
+        like,
+        precision,
+        alias,
+        capabilities=capabilities,
+        progress=lambda step: console.print(f"  {step}"),
+    )
+    size = spec.variants[0].size_bytes
+    out().print(
+        f"[green]registered[/] [bold]{spec.alias}[/] ({human_size(size)}, engine onnx, "
+        f"{time.perf_counter() - t0:.1f}s): {spec.description}"
+    )
+    out().print(f"serve it: lokal serve --model {spec.alias}   |   its text is noise")
 
 
 def _synth_web(like: str, dtype: str, alias: str | None, capabilities: list[str] | None) -> None:
@@ -167,6 +204,10 @@ def ps(
             slots,
         )
     out().print(table if rows else f"no models loaded on {base}")
+    for m in rows:  # how an engine runs concurrent requests, where it is not plain continuous batching
+        note = m.get("batching_note")
+        if isinstance(note, str) and note:
+            out().print(f"[dim]{escape(ps_rows.text(m.get('alias')))}: {escape(note)}[/]")
     replicas = [cells for m in rows for cells in ps_rows.replica_cells(m)]
     if replicas:  # remote models: each upstream replica of their pools
         pool = Table(title="upstream replicas")

@@ -49,7 +49,7 @@ class _Local:
         from lokal.runtime.engines import make_engine
 
         settings = get_settings()
-        self.spec, variant = Catalog.load(settings).resolve(name)
+        self.spec, variant = Catalog.load(settings).resolve_runnable(name)
         # An upstream has no file; its async engine runs on a loop of its own behind the sync `generate`.
         path = Cache(settings).path_for(variant) if variant.needs_artifact else None
         if path is not None and not path.exists():

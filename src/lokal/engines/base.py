@@ -22,6 +22,8 @@ DEFAULT_MAX_TOKENS = 4096  # a client that wants more says so with max_tokens
 # many sequences decoded per step on one thread (BatchWorker, when loaded with several slots), "async" = many
 # requests at once on the server's event loop, the engine waiting on I/O (AsyncWorker: an upstream API).
 Concurrency = Literal["thread", "batch", "async"]
+# What a variant's `file` names in its repo: one file (a GGUF), or a folder whose every file is downloaded.
+Layout = Literal["file", "folder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class EngineTraits:
     concurrency: Concurrency
     tasks: frozenset[Task]
     needs_artifact: bool  # a local file or folder must be downloaded (or brought) before it loads
+    layout: Layout = "file"
 
 
 @dataclass(frozen=True, slots=True)

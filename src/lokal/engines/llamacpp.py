@@ -17,11 +17,9 @@ from lokal.engines.llama_sampling import GrammarCache, RequestSampler, Vocabular
 from lokal.engines.logprobs import LogprobReader
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
+from lokal.runtime.engines import install_hint
 
-INSTALL_HINT = (
-    'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir llama-cpp-python==0.3.36'
-    "  (the native build crashes on quantized models on some AVX-512 CPUs)"
-)
+INSTALL_HINT = install_hint("llamacpp")  # the registry writes each install command once
 MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # KV cache grows with it; most chats fit
 # A prompt is read in chunks sized to take about this long each, so a cancel (client gone, forced unload) is
 # seen between two chunks well within a second, on any machine and model, while chunks stay large enough that

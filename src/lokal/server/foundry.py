@@ -113,13 +113,18 @@ def ordered_variants(state: AppState) -> list[tuple[ModelSpec, Variant]]:
     """Every variant, each alias's variants best-first for this machine.
 
     The SDK picks the first catalog entry of an alias, so this order is how `get_model_info(alias)` agrees
-    with Catalog.resolve(alias): GPU before CPU when a GPU is present, devices this machine lacks last.
+    with Catalog.resolve(alias): the variant it picks (device and installed engines) first, then GPU before CPU
+    when a GPU is present, devices this machine lacks last.
     """
     devices = hardware.devices(state.settings)
     rank = {d: i for i, d in enumerate(devices)}
     out: list[tuple[ModelSpec, Variant]] = []
     for spec in state.catalog.specs():
-        ranked = sorted(enumerate(spec.variants), key=lambda iv: (rank.get(iv[1].device, len(rank)), iv[0]))
+        chosen = state.catalog.best_variant(spec)  # first: resolution also weighs which engines are installed
+        ranked = sorted(
+            enumerate(spec.variants),
+            key=lambda iv: (iv[1] is not chosen, rank.get(iv[1].device, len(rank)), iv[0]),
+        )
         out.extend((spec, v) for _, v in ranked)
     return out
 

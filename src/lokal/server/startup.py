@@ -34,7 +34,7 @@ def check_requested(settings: Settings, name: str, *, pull: bool) -> None:
     default falls back to the synthetic demo: a model someone asked for by name must never be noise."""
     catalog = Catalog.load(settings)
     try:
-        spec, variant = catalog.resolve(name)
+        spec, variant = catalog.resolve_runnable(name)
     except ModelNotFound:
         near = close_matches(catalog, name)
         hint = f"did you mean {', '.join(near)}?" if near else f"known aliases: {', '.join(catalog.aliases())}"
@@ -61,7 +61,7 @@ def prepare_default(
     catalog = Catalog.load(settings)
     reason = ""
     try:
-        spec, variant = catalog.resolve(name)
+        spec, variant = catalog.resolve_runnable(name)
         if variant.is_upstream or Cache(settings).is_cached(variant):
             console.print(f"default model: [bold]{spec.alias}[/] ({variant.id}, cached)")
             return spec.alias

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lokal.catalog.spec import ModelSpec, Variant
+from lokal.catalog.spec import Choice, ModelSpec, Variant
 from lokal.config import Settings
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.outputs import LokalModelInfo, LokalRouterInfo, ModelCard
@@ -22,6 +22,10 @@ class CatalogView(Protocol):
     def resolve(self, name: str) -> tuple[ModelSpec, Variant]: ...
 
     def best_variant(self, spec: ModelSpec) -> Variant: ...
+
+    def choice(self, spec: ModelSpec) -> Choice: ...
+
+    def resolve_choice(self, name: str) -> tuple[ModelSpec, Choice]: ...
 
 
 class RouterHook(Protocol):
@@ -50,7 +54,8 @@ class AppState:
     def is_cached(self, variant: Variant) -> bool:
         return variant.is_upstream or self.locate(variant) is not None
 
-    def _card(self, spec: ModelSpec, variant: Variant) -> ModelCard:
+    def _card(self, spec: ModelSpec, choice: Choice) -> ModelCard:
+        variant = choice.variant
         loaded = self.manager._loaded.get(variant.id)
         return ModelCard(
             id=spec.alias,
@@ -66,15 +71,17 @@ class AppState:
                 context_length=spec.context_length,
                 capabilities=spec.capabilities,
                 description=spec.description,
+                engine_installed=choice.installed,
+                why=choice.why,
             ),
         )
 
     def model_cards(self, include_all: bool = False) -> list[ModelCard]:
         cards = []
         for spec in self.catalog.specs():
-            variant = self.catalog.best_variant(spec)
-            if include_all or self.is_cached(variant):
-                cards.append(self._card(spec, variant))
+            choice = self.catalog.choice(spec)
+            if include_all or self.is_cached(choice.variant):
+                cards.append(self._card(spec, choice))
         if self.router is not None:
             cards += [
                 ModelCard(id=name, owned_by="lokal-router", lokal=LokalRouterInfo()) for name in self.router.names()
@@ -84,5 +91,5 @@ class AppState:
     def model_card(self, name: str) -> ModelCard:
         if self.router is not None and self.router.handles(name):
             return ModelCard(id=name, owned_by="lokal-router")
-        spec, variant = self.catalog.resolve(name)
-        return self._card(spec, variant)
+        spec, choice = self.catalog.resolve_choice(name)
+        return self._card(spec, choice)

@@ -1,7 +1,8 @@
 """Downloading a web variant: the graph its `file` names plus the JSON files transformers.js reads beside it.
 
-Each file goes through lokal's one downloader (`lokal.catalog.download.fetch`): resume, the hub's size and
-sha256 checked per file, a per-file lock, an atomic rename, cancel. The files land together in the variant's
+Each file goes through lokal's one multi-file loop (`lokal.catalog.download.fetch_parts`, which ONNX GenAI
+folders use too) and its one-file downloader: resume, the hub's size and sha256 checked per file, a per-file
+lock, an atomic rename, cancel, progress over all the files. The files land together in the variant's
 cache folder (`<models>/<name>/<version>/`); the graph sits there under its bare name, and the file route
 maps transformers.js' `onnx/<graph>` onto it.
 """
@@ -9,15 +10,17 @@ maps transformers.js' `onnx/<graph>` onto it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lokal.catalog.spec import Variant
 from lokal.config import Settings
 from lokal.errors import InvalidRequest
 
+if TYPE_CHECKING:  # the downloader (httpx) is imported only when a pull runs
+    from lokal.catalog.download import Progress
+
 JSON_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
-Progress = Callable[[str, int, int | None], None]  # (file, bytes done, total or None)
 
 
 def web_download_folder(settings: Settings, variant: Variant) -> Path:
@@ -39,13 +42,15 @@ def pull_web(
     cancel: threading.Event | None = None,
 ) -> Path:
     """Makes every file of the web variant present; returns the folder. The graph keeps the catalog's
-    size/sha256; the JSON files are checked against the hub's own headers (X-Linked-Size / -Etag)."""
-    from lokal.catalog.download import fetch
+    size/sha256; the JSON files are checked against the hub's own headers (X-Linked-Size / -Etag).
+    `progress` hears the bytes of all the files together."""
+    from lokal.catalog.download import FetchOptions, Part, fetch_parts
 
     folder = web_download_folder(settings, variant)
+    parts = []
     for rel in files_of(variant):
         graph = rel == variant.file
-        part = variant.model_copy(
+        one = variant.model_copy(
             update={
                 "file": rel,
                 "sha256": variant.sha256 if graph else None,
@@ -53,13 +58,6 @@ def pull_web(
                 "size_exact": variant.size_exact if graph else False,
             }
         )
-        if progress is not None:
-            name = rel
-
-            def report(done: int, total: int | None, name: str = name) -> None:
-                progress(name, done, total)
-
-            fetch(part, settings, progress=report, cancel=cancel)
-        else:
-            fetch(part, settings, cancel=cancel)
+        parts.append(Part(one, folder / one.filename, f"{variant.id}: file {rel}"))
+    fetch_parts(parts, settings, FetchOptions(progress=progress, cancel=cancel))
     return folder

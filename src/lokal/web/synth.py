@@ -6,87 +6,28 @@ graph comes from onnxruntime-genai's own model builder over a random-weight tran
 the inputs and outputs transformers.js expects (input_ids, attention_mask, past_key_values.N.key/value ->
 logits, present.N.key/value) and the same operators as the published builds.
 
-The tokenizer is byte-level BPE with the printable ASCII symbols, the chat markers and filler words up to the
-shape's vocabulary size: any token id decodes to readable text, which is all random weights can produce.
+The tokenizer is lokal.onnxgen.tokenizer's byte-level BPE: any token id decodes to readable text.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
-import string
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lokal.engines.synthetic import CHATML_TEMPLATE, ModelShape
+from lokal.engines.synthetic import ModelShape
+from lokal.onnxgen.tokenizer import SPECIALS, tokenizer_config, tokenizer_json
 
 # Web dtype -> (onnxruntime-genai builder precision, file name transformers.js asks for with that dtype).
 WEB_DTYPES: dict[str, tuple[str, str]] = {"fp32": ("fp32", "model.onnx"), "q4": ("int4", "model_q4.onnx")}
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MAX_INLINE_BYTES = 1_900_000_000  # protobuf's 2 GiB limit: above it the weights go to model*.onnx_data
 WEB_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
-
-
-def _byte_symbols() -> list[str]:
-    """Printable ASCII plus GPT-2's stand-ins for space and newline: every token decodes to readable text
-    (other characters cannot be encoded and are dropped, as in the suite's ONNX GenAI test model)."""
-    return [chr(c) for c in range(0x21, 0x7F)] + ["\u0120", "\u010a"]
-
-
-def _fillers() -> Iterator[str]:
-    for n in itertools.count(2):
-        for combo in itertools.product(string.ascii_lowercase, repeat=n):
-            word = "".join(combo)
-            yield "\u0120" + word  # a word that starts with a space
-            yield word
-
-
-def tokenizer_json(n_vocab: int) -> dict[str, Any]:
-    tokens = SPECIALS + _byte_symbols()
-    if n_vocab < len(tokens):
-        raise ValueError(f"vocabulary of {n_vocab} is too small for a web model (minimum {len(tokens)})")
-    seen = set(tokens)
-    tokens += [t for t in itertools.islice(_fillers(), n_vocab - len(tokens) + 2) if t not in seen]
-    tokens = tokens[:n_vocab]
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [
-            {
-                "id": i,
-                "content": t,
-                "single_word": False,
-                "lstrip": False,
-                "rstrip": False,
-                "normalized": False,
-                "special": True,
-            }
-            for i, t in enumerate(SPECIALS)
-        ],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": {t: i for i, t in enumerate(tokens)},
-            "merges": [],
-        },
-    }
 
 
 def _hf_config(shape: ModelShape, eos: int, bos: int, pad: int) -> dict[str, Any]:
@@ -126,21 +67,7 @@ def _write_hf(directory: Path, shape: ModelShape, seed: int) -> dict[str, Any]:
     ids = {t: i for i, t in enumerate(SPECIALS)}
     config = _hf_config(shape, eos=ids["<|im_end|>"], bos=ids["<|im_start|>"], pad=ids["<|endoftext|>"])
     (directory / "config.json").write_text(json.dumps(config, indent=2))
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "bos_token": None,
-                "eos_token": "<|im_end|>",
-                "pad_token": "<|endoftext|>",
-                "unk_token": None,
-                "model_max_length": shape.n_ctx,
-                "clean_up_tokenization_spaces": False,
-                "chat_template": CHATML_TEMPLATE,
-            },
-            indent=2,
-        )
-    )
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(shape.n_ctx), indent=2))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory))
     with torch.no_grad():  # default init gives near-uniform logits; wider weights make the noise varied
