@@ -15,6 +15,7 @@ llama-server is built once from the llama-cpp-python sdist of the installed vers
 Outputs run to a fixed length (ignore_eos: random weights would stop at random places).
 
     python benchmarks/bench_vs_llama_server.py [--quant q4_k_m] [--rounds 3] [--tokens 64] [--quick]
+                                               [--rows decode,ttft,aggregate,heavy,prefix]
 """
 
 from __future__ import annotations
@@ -236,8 +237,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 round, fewer rows (a smoke run)")
+    ap.add_argument(
+        "--rows", default="all", help="comma-separated subset of decode,ttft,aggregate,heavy,prefix (default: all)"
+    )
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
+    groups = {"decode", "ttft", "aggregate", "heavy", "prefix"}
+    wanted = groups if args.rows == "all" else set(args.rows.split(","))
+    if not wanted <= groups:
+        ap.error(f"--rows: unknown {', '.join(sorted(wanted - groups))}; choose from {', '.join(sorted(groups))}")
     path = synthetic_model(args.like, args.quant)
     binary = llama_server_binary()
     rng = random.Random(0)
@@ -260,36 +268,53 @@ def main() -> None:
 
             # Every prompt is new to both servers (its own tag), so no row is helped by a slot that happens to
             # hold the same prompt from an earlier row; prefix reuse has its own row.
-            singles = alternate(
-                rounds * 2, sides, lambda b, tag, r: stream(b, f"[decode {tag}] " + short_prompt(), args.tokens)[1]
+            none: dict[str, list[float]] = {name: [] for name in sides}
+            singles = (
+                alternate(
+                    rounds * 2,
+                    sides,
+                    lambda b, tag, r: stream(b, f"[decode {tag}] " + short_prompt(), args.tokens)[1],
+                )
+                if "decode" in wanted
+                else none
             )
-            ttfts = alternate(rounds * 4, sides, lambda b, tag, r: stream(b, f"[ttft {tag}] " + short_prompt(), 2)[0])
-            levels = [1, 4] if args.quick else [1, 2, 4, 8]
+            ttfts = (
+                alternate(rounds * 4, sides, lambda b, tag, r: stream(b, f"[ttft {tag}] " + short_prompt(), 2)[0])
+                if "ttft" in wanted
+                else none
+            )
+            levels = ([1, 4] if args.quick else [1, 2, 4, 8]) if "aggregate" in wanted else []
             aggregate = {n: alternate(rounds, sides, functools.partial(_burst_row, n, args.tokens)) for n in levels}
-            heavy = alternate(rounds * 2, sides, lambda b, tag, r: stream(b, long_prompt(rng, long_words), 2)[0])
+            heavy = (
+                alternate(rounds * 2, sides, lambda b, tag, r: stream(b, long_prompt(rng, long_words), 2)[0])
+                if "heavy" in wanted
+                else none
+            )
 
             def reuse(base: str, tag: str, r: int) -> float:
                 shared = long_prompt(rng, long_words)
                 stream(base, shared + " first question?", 2)
                 return stream(base, shared + " second question?", 2)[0]
 
-            prefix = alternate(rounds * 2, sides, reuse)
+            prefix = alternate(rounds * 2, sides, reuse) if "prefix" in wanted else none
             n_long = prompt_tokens(llama_base, long_prompt(random.Random(2), long_words))
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
-    rows: list[tuple[str, float, float, str, bool]] = [
-        ("decode tok/s, 1 stream", med(singles["lokal"]), med(singles["llama-server"]), "tok/s", True),
-        ("TTFT p50, short prompt", pct(ttfts["lokal"], 50), pct(ttfts["llama-server"], 50), "ms", False),
-        ("TTFT p95, short prompt", pct(ttfts["lokal"], 95), pct(ttfts["llama-server"], 95), "ms", False),
-        *(
-            (f"aggregate tok/s, {n} streams", med(v["lokal"]), med(v["llama-server"]), "tok/s", True)
-            for n, v in aggregate.items()
-        ),
-        (f"TTFT, {n_long}-token prompt", med(heavy["lokal"]), med(heavy["llama-server"]), "ms", False),
-        (f"TTFT, {n_long}-token prompt, prefix reused", med(prefix["lokal"]), med(prefix["llama-server"]), "ms", False),
-    ]
+    rows: list[tuple[str, float, float, str, bool]] = []
+    if "decode" in wanted:
+        rows.append(("decode tok/s, 1 stream", med(singles["lokal"]), med(singles["llama-server"]), "tok/s", True))
+    if "ttft" in wanted:
+        rows.append(("TTFT p50, short prompt", pct(ttfts["lokal"], 50), pct(ttfts["llama-server"], 50), "ms", False))
+        rows.append(("TTFT p95, short prompt", pct(ttfts["lokal"], 95), pct(ttfts["llama-server"], 95), "ms", False))
+    for n, v in aggregate.items():
+        rows.append((f"aggregate tok/s, {n} streams", med(v["lokal"]), med(v["llama-server"]), "tok/s", True))
+    if "heavy" in wanted:
+        rows.append((f"TTFT, {n_long}-token prompt", med(heavy["lokal"]), med(heavy["llama-server"]), "ms", False))
+    if "prefix" in wanted:
+        name = f"TTFT, {n_long}-token prompt, prefix reused"
+        rows.append((name, med(prefix["lokal"]), med(prefix["llama-server"]), "ms", False))
     size = path.stat().st_size / 2**20
     print(
         f"\n{args.like} {args.quant} (SYNTHETIC random weights, {size:.0f} MiB), {args.threads} threads, "

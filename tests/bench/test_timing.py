@@ -17,34 +17,43 @@ MS = 1e-3
 
 
 def _script_misses(srv: ScriptedServer) -> list[str]:
-    """Where one run's statistics miss the script; empty when all hold."""
-    res = run_bench(config(srv, "m", prompts=prompts(6), rounds=3, warmup_rounds=1))
-    m = res.models[0]
-    assert m.status == "ok"
-    sm = m.steps[0].summary
+    """Where one run's statistics miss the script; empty when all hold.
+
+    "base" answers with no scripted wait, measured in the same run: its TTFT is this box's own cost of a
+    request (loopback, parsing, thread wake-ups), which a busy CI neighbour can raise to 10 ms. The bench must
+    see the script plus at most that cost; never less than the script (it would have measured from too late).
+    """
+    res = run_bench(config(srv, "base", "m", prompts=prompts(6), rounds=3, warmup_rounds=1))
+    base, m = res.models
+    assert base.status == "ok" and m.status == "ok"
+    sm, sb = m.steps[0].summary, base.steps[0].summary
     ttft, itl, e2e = sm.stat("ttft_s"), sm.stat("itl_s"), sm.stat("e2e_s")
-    assert ttft is not None and itl is not None and e2e is not None
+    cost = sb.stat("ttft_s")
+    assert ttft is not None and itl is not None and e2e is not None and cost is not None
     assert ttft.n == 18 and itl.n == 18 * (TOKENS - 1)
     assert ttft.min >= TTFT  # never less than the script: the server waits at least that long
     expected_e2e = TTFT + (TOKENS - 1) * ITL
+    over = cost.p50
     checks = {
-        # The client sees the script plus loopback transit and request parsing: a few ms more.
-        "ttft p50": TTFT <= ttft.p50 <= TTFT + 6 * MS,
-        "ttft p95": TTFT <= ttft.p95 <= TTFT + 15 * MS,
+        "request cost": over <= 25 * MS,  # a client that dawdles before sending fails here
+        "ttft p50": TTFT <= ttft.p50 <= TTFT + over + 6 * MS,
+        "ttft p95": TTFT <= ttft.p95 <= TTFT + over + 15 * MS,
         "itl p50": abs(itl.p50 - ITL) <= 2 * MS,
         "itl p95": abs(itl.p95 - ITL) <= 5 * MS,
         "itl mean": abs(itl.mean - ITL) <= 1 * MS,  # the server keeps absolute deadlines: no drift
-        "e2e p50": expected_e2e <= e2e.p50 <= expected_e2e + 8 * MS,
+        "e2e p50": expected_e2e <= e2e.p50 <= expected_e2e + over + 8 * MS,
     }
     return [
-        f"{k} (ttft {ttft.p50 / MS:.1f}/{ttft.p95 / MS:.1f}, itl {itl.p50 / MS:.1f}/{itl.p95 / MS:.1f} ms)"
+        f"{k} (request cost {over / MS:.1f}, ttft {ttft.p50 / MS:.1f}/{ttft.p95 / MS:.1f}, "
+        f"itl {itl.p50 / MS:.1f}/{itl.p95 / MS:.1f} ms)"
         for k, ok in checks.items()
         if not ok
     ]
 
 
 def test_ttft_and_itl_match_the_script_within_a_few_ms(scripted: Factory) -> None:
-    srv = scripted(Script(ttft_s=TTFT, itl_s=ITL, tokens=TOKENS))
+    script = Script(ttft_s=TTFT, itl_s=ITL, tokens=TOKENS)
+    srv = scripted(scripts={"m": script, "base": Script(ttft_s=0.0, itl_s=ITL, tokens=TOKENS)})
     # This box has 2 cores shared with other jobs and the server shares our GIL, so a burst of outside load
     # can make the *server* late. A wrong measurement fails every attempt; a noisy neighbour does not.
     # (test_per_request_timing_matches_what_the_server_did checks accuracy without that noise.)

@@ -168,10 +168,11 @@ def test_batch_worker_abort_fails_everything_in_flight(batch: BatchWorker) -> No
 
 # -- prompt reading in chunks ------------------------------------------------------------------------------------
 def test_prefill_pacer_sizes_chunks_to_the_time_target() -> None:
-    pacer = PrefillPacer(0.25, first=64, least=16, most=512)
+    pacer = PrefillPacer(0.25, solo_seconds=0.75, first=64, least=16, most=512)
     assert pacer.size() == 64
     pacer.record(64, 0.64)  # 10 ms a token: 25 tokens make 0.25 s
     assert pacer.size() == 25
+    assert pacer.size(solo=True) == 75  # no stream waits on a lone prompt: only a cancel, within 0.75 s
     pacer.record(4, 10.0)  # too few tokens to say anything per token
     assert pacer.size() == 25
     for _ in range(20):

@@ -3,8 +3,9 @@
 The context holds `slots` KV streams (n_seq_max = slots, kv_unified off), so each slot owns n_ctx/slots cells
 and one long chat cannot take cache from the others. A step is one llama_batch: the next token of every
 sequence that is generating, plus a bounded chunk of prompt for sequences still reading theirs (so a long
-prompt delays the others by one chunk, not by its whole length). Steps are paced to about PREFILL_SECONDS even
-when one prompt has the batch to itself, so a request cancelled while its prompt is read leaves within that.
+prompt delays the others by one chunk, not by its whole length). Steps are paced to about PREFILL_SECONDS, or
+SOLO_PREFILL_SECONDS when one prompt has the batch to itself, so a request cancelled while its prompt is read
+leaves within that.
 One llama_decode runs them all; then each sequence samples from its own logits row with its own sampler chain
 (the single-stream engine's: llama_sampling.RequestSampler). Requests join and leave between steps; a slot keeps
 its last tokens in cache, so a later request that starts the same way (the same system prompt, the next turn of
@@ -349,7 +350,8 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
             seq.logit_row = n - 1
             sampling.append(seq)
         room = self._n_batch - n
-        paced = max(self._pacer.least, self._pacer.size() - n)  # the step's time budget; some prompt always moves
+        # The step's time budget (some prompt always moves); larger when no stream waits on this step.
+        paced = max(self._pacer.least, self._pacer.size(solo=not decoding) - n)
         chunk_room = min(room, paced, self._prefill_chunk) if decoding else min(room, paced)
         prefilling = 0
         for seq in self._running:  # in arrival order: the oldest prompt is read first
