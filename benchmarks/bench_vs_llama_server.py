@@ -54,9 +54,11 @@ WORDS = ("the", "lighthouse", "keeper", "found", "a", "message", "in", "a", "bot
 
 
 # -- llama-server, built from the installed llama-cpp-python's own sources --------------------------------------
-def llama_server_binary() -> Path:
+def llama_server_binary(cuda: bool = False) -> Path:
+    """`cuda`: a CUDA build (nvcc on PATH; LOKAL_CUDA_ARCH, default "native", names the GPU architectures)."""
     version = importlib.metadata.version("llama-cpp-python")
-    binary = BUILD_CACHE / f"llama-server-{version}" / "llama-server"
+    flavour = f"{version}-cuda" if cuda else version
+    binary = BUILD_CACHE / f"llama-server-{flavour}" / "llama-server"
     if binary.is_file():
         return binary
     src = BUILD_CACHE / "src"
@@ -73,8 +75,8 @@ def llama_server_binary() -> Path:
             src.mkdir(parents=True, exist_ok=True)
             with tarfile.open(sdist) as tar:
                 tar.extractall(src, filter="data")
-    build = BUILD_CACHE / f"build-{version}"
-    print(f"building llama-server {version} into {binary} (once; minutes) ...", flush=True)
+    build = BUILD_CACHE / f"build-{flavour}"
+    print(f"building llama-server {flavour} into {binary} (once; minutes) ...", flush=True)
     flags = [
         "-DCMAKE_BUILD_TYPE=Release",
         "-DGGML_NATIVE=OFF",  # the flags lokal's llama-cpp-python build uses (README): same kernels on both sides
@@ -87,6 +89,8 @@ def llama_server_binary() -> Path:
         "-DLLAMA_CURL=OFF",
         "-DLLAMA_OPENSSL=OFF",
     ]
+    if cuda:
+        flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={os.environ.get('LOKAL_CUDA_ARCH', 'native')}"]
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     subprocess.run(["cmake", "-S", str(tree), "-B", str(build), *generator, *flags], check=True)
     jobs = str(os.cpu_count() or 2)
@@ -103,10 +107,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def llama_server(binary: Path, model: Path, threads: int, parallel: int) -> Iterator[str]:
+def llama_server(binary: Path, model: Path, threads: int, parallel: int, gpu_layers: int = 0) -> Iterator[str]:
     port = _free_port()
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["-t", str(threads), "-tb", str(threads), "-np", str(parallel), "-c", str(CTX_PER_SLOT * parallel)]
+    if gpu_layers:
+        cmd += ["-ngl", str(gpu_layers if gpu_layers > 0 else 999)]
     cmd += ["--no-webui", "-a", "bench"]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - read only if the server dies; closed in finally
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -135,13 +141,13 @@ def llama_server(binary: Path, model: Path, threads: int, parallel: int) -> Iter
 
 
 # -- one streamed completion -------------------------------------------------------------------------------------
-_client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+_client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=128, max_keepalive_connections=128))
 
 
-def stream(base: str, prompt: str, tokens: int) -> tuple[float, float, int, float]:
+def stream(base: str, prompt: str, tokens: int, model: str = "bench") -> tuple[float, float, int, float]:
     """(ttft s, decode tok/s, tokens, end time) of one streamed /completions request."""
     body = {
-        "model": "bench",
+        "model": model,
         "prompt": prompt,
         "max_tokens": tokens,
         "temperature": 0,
@@ -178,13 +184,13 @@ def _stream_once(base: str, body: dict[str, object]) -> tuple[float, float, int,
     return first - t0, tps, n, last
 
 
-def burst(base: str, streams: int, tokens: int, tag: str) -> float:
+def burst(base: str, streams: int, tokens: int, tag: str, model: str = "bench") -> float:
     """Aggregate tok/s of `streams` requests started together."""
     results: list[tuple[float, float, int, float]] = []
     lock = threading.Lock()
 
     def one(i: int) -> None:
-        got = stream(base, f"[{tag} {i}] " + short_prompt(), tokens)
+        got = stream(base, f"[{tag} {i}] " + short_prompt(), tokens, model)
         with lock:
             results.append(got)
 

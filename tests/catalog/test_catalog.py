@@ -15,6 +15,7 @@ from lokal.catalog.download import source_url
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, ModelNotFound
+from lokal.runtime import engines
 
 REQUIRED = [
     "qwen2.5-0.5b",
@@ -123,6 +124,7 @@ def test_resolution_order_exact_id_then_highest_version_then_alias(home: Path) -
 
 def test_alias_prefers_cuda_when_a_gpu_is_present(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOKAL_DEVICE", "cuda")
+    monkeypatch.setattr(engines, "llama_cpp_offloads", lambda: True)  # a CUDA build of llama-cpp-python
     get_settings.cache_clear()
     catalog = Catalog.load(get_settings())
     assert catalog.devices == ["cuda", "cpu"]
@@ -130,6 +132,24 @@ def test_alias_prefers_cuda_when_a_gpu_is_present(home: Path, monkeypatch: pytes
     assert variant.device == "cuda" and variant.quant == "Q8_0" and variant.gpu_layers == -1
     # an alias with only a cpu variant still resolves on a GPU machine
     assert catalog.resolve("all-minilm-l6-v2")[1].device == "cpu"
+
+
+def test_a_cpu_only_llama_cpp_build_takes_the_cpu_variant_and_says_how_to_get_the_gpu(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU-only build would load the Q8_0 GPU variant and compute it on the CPU: slower than the Q4_K_M."""
+    monkeypatch.setenv("LOKAL_DEVICE", "cuda")
+    monkeypatch.setattr(engines, "llama_cpp_offloads", lambda: False)
+    monkeypatch.setattr(engines, "module_present", lambda module: True)
+    get_settings.cache_clear()
+    catalog = Catalog.load(get_settings())
+    spec, choice = catalog.resolve_choice("phi-4-mini")
+    assert choice.variant.device == "cpu" and choice.variant.quant == "Q4_K_M" and choice.installed
+    assert "CPU-only build" in choice.why and "-DGGML_CUDA=on" in choice.why, choice.why
+    # A model made only for the GPU still loads (on the CPU), and says so.
+    only_gpu = spec.model_copy(update={"variants": [v for v in spec.variants if v.device == "cuda"]})
+    degraded = only_gpu.choose(catalog.devices)
+    assert degraded.variant.device == "cuda" and degraded.installed and "CPU-only build" in degraded.why
 
 
 def test_unknown_model_lists_known_aliases(settings: Settings) -> None:

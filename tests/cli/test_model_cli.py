@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from lokal.cli import cache as cache_cli
 from lokal.cli import model as model_cli
 from lokal.config import get_settings
+from lokal.runtime import engines
 from tests.catalog.fileserver import FileServer
 
 runner = CliRunner()
@@ -69,6 +70,7 @@ def test_list_shows_catalog_for_this_machine_and_all_variants(home: Path) -> Non
 
 def test_info_prints_json_with_the_resolved_variant(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOKAL_DEVICE", "cuda")
+    monkeypatch.setattr(engines, "llama_cpp_offloads", lambda: True)  # a CUDA build of llama-cpp-python
     get_settings.cache_clear()
     code, out = invoke("model", "info", "qwen2.5-1.5b", "--json")
     assert code == 0

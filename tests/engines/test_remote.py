@@ -228,7 +228,7 @@ def test_every_sampling_field_and_the_clients_own_fields_are_forwarded(
     req = GenerationRequest(
         messages=messages, max_tokens=20, temperature=0.3, top_p=0.9, seed=7, stop=("END",),
         top_k=5, min_p=0.1, repeat_penalty=1.2, presence_penalty=0.5, frequency_penalty=-0.5,
-        logit_bias={42: 3.0, 7: -100.0}, logprobs=3, tools=TOOLS,
+        logit_bias={42: 3.0, 7: -100.0}, logprobs=3, tools=TOOLS, ignore_eos=True,
         grammar='root ::= "x"',  # built from the response_format below, which goes instead
         passthrough={"tool_choice": "required", "parallel_tool_calls": False, "stream": False,  # lokal streams
                      "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
@@ -238,8 +238,8 @@ def test_every_sampling_field_and_the_clients_own_fields_are_forwarded(
     assert body == {
         "model": "up", "temperature": 0.3, "top_p": 0.9, "stream": True, "stream_options": {"include_usage": True},
         "max_tokens": 20, "stop": ["END"], "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5,
-        "logit_bias": {"42": 3.0, "7": -100.0}, "top_k": 5, "min_p": 0.1, "repeat_penalty": 1.2,
-        "repetition_penalty": 1.2, "logprobs": True, "top_logprobs": 3, "tools": TOOLS,
+        "logit_bias": {"42": 3.0, "7": -100.0}, "top_k": 5, "min_p": 0.1, "ignore_eos": True,
+        "repeat_penalty": 1.2, "repetition_penalty": 1.2, "logprobs": True, "top_logprobs": 3, "tools": TOOLS,
         "tool_choice": "required", "parallel_tool_calls": False,
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
         "messages": [

@@ -16,6 +16,7 @@ from foundry_local.models import FoundryListResponseModel, FoundryModelInfo
 from lokal.catalog.cache import Cache
 from lokal.catalog.spec import Variant
 from lokal.config import get_settings
+from lokal.runtime import engines
 from lokal.server.app import create_app
 from lokal.server.foundry import NOT_DOWNLOADED_PHRASE
 from tests.foundry.conftest import (
@@ -88,6 +89,7 @@ def test_alias_order_prefers_this_machines_device(client: TestClient, monkeypatc
     assert names == [DL_CPU_ID, DL_GPU_ID]  # LOKAL_DEVICE=cpu: the GPU variant, first in the file, goes last
 
     monkeypatch.setenv("LOKAL_DEVICE", "cuda")
+    monkeypatch.setattr(engines, "llama_cpp_offloads", lambda: True)  # a CUDA build of llama-cpp-python
     get_settings.cache_clear()
     with TestClient(create_app(get_settings()), base_url="http://127.0.0.1") as gpu:
         names = [e["name"] for e in _entries(gpu) if e["alias"] == "tiny-dl"]

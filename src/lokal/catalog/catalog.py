@@ -197,6 +197,12 @@ class Catalog:
         self._by_alias = {s.alias.lower(): s for s in merged}
         # Built from the merged specs: their variants carry resolved package paths.
         self._by_id = {v.id.lower(): (spec, v) for spec in merged for v in spec.variants}
+        # Resolved on every request: a name's variants, highest version first, looked up rather than scanned.
+        self._by_name: dict[str, list[tuple[ModelSpec, Variant]]] = {}
+        for spec, v in self._by_id.values():
+            self._by_name.setdefault(v.name.lower(), []).append((spec, v))
+        for same in self._by_name.values():
+            same.sort(key=lambda sv: sv[1].version, reverse=True)
         self._merge_problems = problems
 
     def problems_for(self, alias: str) -> list[Problem]:
@@ -262,9 +268,9 @@ class Catalog:
             spec, variant = self._by_id[key]
             return spec, _named(variant, "variant id asked for")
         if ":" not in key:
-            same_name = [(s, v) for s, v in self._by_id.values() if v.name.lower() == key]
+            same_name = self._by_name.get(key)
             if same_name:
-                spec, variant = max(same_name, key=lambda sv: sv[1].version)
+                spec, variant = same_name[0]
                 return spec, _named(variant, "highest version of the variant name asked for")
             by_alias = self._by_alias.get(key)
             if by_alias is not None:

@@ -39,9 +39,15 @@ def demo_onnx_path(settings: Settings) -> Path:
     return demo_dir(settings) / "onnx"
 
 
+def demo_files(settings: Settings) -> tuple[Path, Path]:
+    """The files whose presence says a demo model is on disk (GGUF, ONNX)."""
+    return demo_path(settings), demo_onnx_path(settings) / "genai_config.json"
+
+
 def demo_written(settings: Settings) -> tuple[bool, bool]:
     """Which of the demo's models are on disk (GGUF, ONNX): a change means the demo's entry changed."""
-    return demo_path(settings).is_file(), (demo_onnx_path(settings) / "genai_config.json").is_file()
+    gguf, onnx = demo_files(settings)
+    return gguf.is_file(), onnx.is_file()
 
 
 def _size(path: Path) -> int | None:

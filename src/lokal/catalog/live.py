@@ -12,7 +12,7 @@ import os
 import threading
 
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.demo import demo_written
+from lokal.catalog.demo import demo_files
 from lokal.catalog.parse import CatalogError, Problem, read_user_catalog
 from lokal.catalog.spec import Choice, ModelSpec, Variant
 from lokal.config import Settings
@@ -35,14 +35,17 @@ class LiveCatalog:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        # Checked on every request: plain strings and os.stat, no Path building each time.
+        self._watched = (str(settings.user_catalog), *map(str, demo_files(settings)))
         self._stamp = self._fingerprint()  # before reading: a change during the read triggers another one
         self._catalog = Catalog.load(settings)
         _report(self._catalog.problems)
 
     def _fingerprint(self) -> Stamp:
-        demo = demo_written(self.settings)
+        catalog, gguf, onnx = self._watched
+        demo = os.path.isfile(gguf), os.path.isfile(onnx)
         try:
-            st = os.stat(self.settings.user_catalog)
+            st = os.stat(catalog)
         except FileNotFoundError:
             return None, demo
         except OSError:

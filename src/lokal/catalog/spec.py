@@ -282,15 +282,24 @@ class ModelSpec(BaseModel):
         from lokal.runtime import engines as registry  # the registry imports the engine layer, which imports this
 
         ok = installed or registry.engine_installed
-        passed: list[str] = []  # engines of better-placed variants that are not installed
+        where = registry.runs_on if installed is None else (lambda _engine, _device: None)
+        passed: list[str] = []  # why better-placed variants were passed over
+        degraded: Choice | None = None  # loadable, but not on the device it was made for
         for dev in devices:
             for v in (v for v in self.variants if v.device == dev):
                 if not ok(v.engine):
-                    passed.append(v.engine)
+                    passed.append(registry.missing_engine_note(v.engine))
                     continue
-                notes = [registry.missing_engine_note(e) for e in dict.fromkeys(passed)]
+                cannot = where(v.engine, dev)
+                if cannot is not None:
+                    passed.append(f"{dev}: {cannot}")
+                    degraded = degraded or Choice(v, f"{dev}; engine {v.engine}, but {cannot}", installed=True)
+                    continue
+                notes = list(dict.fromkeys(passed))
                 why = f"{dev}; engine {v.engine}" + (f" ({'; '.join(notes)})" if notes else "")
                 return Choice(v, why, installed=True)
+        if degraded is not None:
+            return degraded
         for dev in devices:
             for v in self.variants:
                 if v.device == dev:

