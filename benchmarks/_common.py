@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+from tests.support.server import stop_process
 
 from lokal.engines.synthetic import SHAPES, write_gguf
 
@@ -25,3 +33,33 @@ def pct(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+@contextmanager
+def serving(cmd: list[str], health_url: str, what: str, timeout: float = 120) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process started from `cmd`, yielded once `health_url` answers 200, stopped on exit; when it dies
+    or stays unhealthy, the error carries the end of its log."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - read only if the server dies; closed in finally
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+    def tail() -> str:
+        log.seek(0)
+        return log.read().decode(errors="replace")[-3000:]
+
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited:\n{tail()}")
+            try:
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not become healthy in {timeout:.0f} s:\n{tail()}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        stop_process(proc, grace=30)
+        log.close()

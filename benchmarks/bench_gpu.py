@@ -25,10 +25,8 @@ import functools
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -40,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.models import tiny_entry, write_catalog  # noqa: E402
 from tests.support.server import LokalServer  # noqa: E402
 
-from benchmarks._common import pct, synthetic_model  # noqa: E402
+from benchmarks._common import pct, serving, synthetic_model  # noqa: E402
 from benchmarks.bench_vs_llama_server import (  # noqa: E402
     CTX_PER_SLOT,
     alternate,
@@ -87,29 +85,8 @@ def vllm_server(like: str, parallel: int, work: Path) -> Iterator[Side]:
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder)]
     cmd += ["--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--max-num-seqs", str(parallel), "--max-model-len", str(CTX_PER_SLOT), "--dtype", "bfloat16"]
-    log = (work / "vllm.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 600  # first start compiles CUDA graphs
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("vLLM exited:\n" + (work / "vllm.log").read_text(errors="replace")[-3000:])
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("vLLM did not become healthy in 600 s")
-            time.sleep(1)
+    with serving(cmd, f"http://127.0.0.1:{port}/health", "vLLM", timeout=600):  # the first start compiles graphs
         yield f"http://127.0.0.1:{port}/v1", "bench"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def measure(sides: dict[str, Side], args: argparse.Namespace) -> dict[str, dict[str, float]]:

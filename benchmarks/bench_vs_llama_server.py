@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.models import tiny_entry, write_catalog  # noqa: E402
 from tests.support.server import LokalServer  # noqa: E402
 
-from benchmarks._common import pct, synthetic_model  # noqa: E402
+from benchmarks._common import pct, serving, synthetic_model  # noqa: E402
 
 BUILD_CACHE = Path(os.environ.get("LOKAL_LLAMA_SERVER_CACHE", Path.home() / ".cache" / "lokal-bench"))
 CTX_PER_SLOT = 2048
@@ -114,30 +114,8 @@ def llama_server(binary: Path, model: Path, threads: int, parallel: int, gpu_lay
     if gpu_layers:
         cmd += ["-ngl", str(gpu_layers if gpu_layers > 0 else 999)]
     cmd += ["--no-webui", "-a", "bench"]
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - read only if the server dies; closed in finally
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError("llama-server exited:\n" + log.read().decode(errors="replace")[-3000:])
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama-server did not become healthy in 120 s")
-            time.sleep(0.2)
+    with serving(cmd, f"http://127.0.0.1:{port}/health", "llama-server"):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 # -- one streamed completion -------------------------------------------------------------------------------------

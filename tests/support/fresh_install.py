@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.server import free_port
+from tests.support.server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILERS = ("cc", "gcc", "c++", "g++", "clang", "clang++")
@@ -131,11 +131,7 @@ def first_streamed_token(venv: Path, home: Path, timings: Timings, *, timeout: f
                 chunks += bool(delta)
         return {"model": model, "text": text, "chunks": chunks}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 
