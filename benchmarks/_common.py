@@ -6,7 +6,7 @@ import os
 import statistics
 from pathlib import Path
 
-from lokal.engines.synthetic import SHAPES, write_gguf
+from lokal.gguf.synthetic import SHAPES, write_gguf
 
 CACHE = Path(os.environ.get("LOKAL_BENCH_CACHE", "/tmp/lokal-bench"))
 

@@ -17,6 +17,7 @@ from lokal.engines.llama_sampling import GrammarCache, RequestSampler, Vocabular
 from lokal.engines.logprobs import LogprobReader
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
+from lokal.gguf.kv_cache import gguf_kv_bytes
 from lokal.runtime.engines import install_hint
 
 INSTALL_HINT = install_hint("llamacpp")  # the registry writes each install command once
@@ -73,20 +74,6 @@ def import_llama_cpp() -> Any:
     except ImportError as exc:
         raise EngineUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
     return llama_cpp
-
-
-def gguf_kv_bytes(meta: dict[str, str], n_ctx: int) -> int:
-    """f16 KV cache size from GGUF metadata: 2 (K and V) x layers x ctx x kv_heads x head_dim x 2 bytes."""
-    arch = meta.get("general.architecture", "llama")
-    try:
-        layers = int(meta[f"{arch}.block_count"])
-        heads = int(meta[f"{arch}.attention.head_count"])
-        kv = int(meta.get(f"{arch}.attention.head_count_kv", heads))
-        emb = int(meta[f"{arch}.embedding_length"])
-        hd = int(meta.get(f"{arch}.attention.key_length", emb // heads))
-    except (KeyError, ValueError, ZeroDivisionError):
-        return 0
-    return 2 * layers * n_ctx * kv * hd * 2
 
 
 class LlamaCppEngine:

@@ -35,11 +35,11 @@ from lokal.engines.llamacpp import (
     MAX_CONTEXT,
     LlamaCppEngine,
     PrefillPacer,
-    gguf_kv_bytes,
     import_llama_cpp,
 )
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, InvalidRequest
+from lokal.gguf.kv_cache import gguf_kv_bytes
 from lokal.hardware import default_threads
 
 DEFAULT_SLOTS = 4  # CPU decode is compute-bound past a few sequences; more slots mostly add latency

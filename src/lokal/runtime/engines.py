@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from lokal.engines.base import Engine, EngineTraits
+from lokal.engine_traits import EngineTraits
+from lokal.engines.base import Engine
 
 if TYPE_CHECKING:
     from lokal.catalog.spec import Task, Variant
