@@ -1,5 +1,5 @@
-"""What an engine is, known before it is imported: plain data with no imports of its own, so the catalog,
-the engine registry and the workers read it without the catalog depending on the engine layer."""
+"""What an engine is, known before it is imported: plain data importing nothing of lokal at run time, so the
+catalog, the engine registry and the workers all read it without the catalog depending on the engine layer."""
 
 from __future__ import annotations
 
