@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from tests.support.server import stop_process
 
-from lokal.engines.synthetic import SHAPES, write_gguf
+from lokal.gguf.synthetic import SHAPES, write_gguf
 
 CACHE = Path(os.environ.get("LOKAL_BENCH_CACHE", "/tmp/lokal-bench"))
 

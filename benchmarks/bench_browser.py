@@ -25,7 +25,7 @@ from tests.support.server import LokalServer  # noqa: E402
 
 from lokal.catalog.synth import synthesize, synthesize_web  # noqa: E402
 from lokal.config import get_settings  # noqa: E402
-from lokal.engines.synthetic import ModelShape  # noqa: E402
+from lokal.gguf.synthetic import ModelShape  # noqa: E402
 
 CHROMIUM = os.environ.get("LOKAL_TEST_CHROMIUM", "/usr/bin/chromium")
 

@@ -49,7 +49,7 @@ from benchmarks.bench_vs_llama_server import (  # noqa: E402
     stream,
 )
 from lokal import hardware  # noqa: E402
-from lokal.engines.synthetic import SHAPES  # noqa: E402
+from lokal.gguf.synthetic import SHAPES  # noqa: E402
 from lokal.runtime import engines  # noqa: E402
 
 Side = tuple[str, str]  # (base URL ending in /v1, model name there)

@@ -1,7 +1,13 @@
-"""Settings shared by the server, the CLI and the library, read from LOKAL_* environment variables."""
+"""Settings shared by the server, the CLI and the library, read from LOKAL_* environment variables.
+
+Every LOKAL_* knob is a field here; the rest of the package gets them from a Settings it is given (or
+get_settings()), never from os.environ. The one other read of the environment is env_value(): secrets and URLs
+that a catalog or a config file names by variable, read when they are used.
+"""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +16,18 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 5273  # Foundry Local's port: clients written for it find us without changes.
+# Engine knobs: the engines default to these when made without Settings (tests, benchmarks), so the two agree.
+DEFAULT_MAX_CONTEXT = 8192  # KV cache grows with it; most chats fit
+# A prompt is read in chunks sized to take about this long each, so a cancel (client gone, forced unload) is
+# seen between two chunks well within a second, on any machine and model, while chunks stay large enough that
+# reading the prompt costs about what one big decode would.
+DEFAULT_PREFILL_SECONDS = 0.25
+# Prompt tokens per batched step while others are generating: their pause per step stays short (~0.25 s for a
+# 0.5b model on 2 cores) and a long prompt still advances. docs/batching.md has the measurements.
+DEFAULT_PREFILL_CHUNK = 64
+# Copying another slot's cache copies that slot's whole KV buffer (llama.cpp cannot copy part of a stream):
+# ~100 MB for a 0.5b model at 8k cells per slot, ~20 ms on a 2-core CPU, where 32 prompt tokens take ~200 ms.
+DEFAULT_MIN_SHARED_PREFIX = 32
 
 
 def _default_budget_mb() -> int:
@@ -39,6 +57,12 @@ class Settings(BaseSettings):
     download_read_timeout: float = 30.0  # seconds without a byte before a download stops (its .part is kept)
     offline: bool = False
     device: str | None = None  # force "cpu" or "cuda"; None = detect
+    max_context: int = DEFAULT_MAX_CONTEXT  # most context a model is loaded with (llama.cpp and ONNX GenAI)
+    prefill_seconds: float = DEFAULT_PREFILL_SECONDS  # llama.cpp: time one prompt chunk is paced to
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # llama.cpp batching: prompt tokens per step beside decoding
+    min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX  # llama.cpp batching: least prefix worth a cache copy
+    router_encoder: str = "onnx"  # the router's MiniLM: "torch" uses the shared torch embedder instead of ONNX
+    router_warm: bool = False  # load the router's MiniLM at start-up instead of on the first request
 
     @field_validator("home", mode="before")
     @classmethod
@@ -62,6 +86,26 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.port}"
 
 
+_chosen: Settings | None = None  # set by use_settings(); None: get_settings() reads the environment
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings: those `lokal serve` built from its options, else read from LOKAL_* variables
+    (once; tests that change the variables call get_settings.cache_clear())."""
+    return _chosen if _chosen is not None else Settings()
+
+
+def use_settings(settings: Settings) -> Settings:
+    """Make `settings` what get_settings() returns in this process from now on, and return them."""
+    global _chosen
+    _chosen = settings
+    get_settings.cache_clear()
+    return settings
+
+
+def env_value(name: str, default: str | None = None) -> str | None:
+    """The environment variable `name`, read now: an API key named by a catalog's `api_key_env`, HF_TOKEN, a
+    server URL. Read at use rather than kept in Settings, so a key is in no settings dump and the name can be
+    any variable the user picked."""
+    return os.environ.get(name, default)

@@ -12,13 +12,13 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import cast, get_args
+from typing import Literal, cast, get_args
 
 import psutil
 
-from lokal.catalog.spec import Device
 from lokal.config import Settings, get_settings
 
+Device = Literal["cpu", "cuda", "npu", "webgpu"]  # webgpu: runs in the browser (the playground), not here
 KNOWN_DEVICES: tuple[str, ...] = get_args(Device)
 _NVIDIA_PROC = Path("/proc/driver/nvidia/version")
 

@@ -10,8 +10,8 @@ from lokal.catalog.catalog import Catalog
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.catalog.synth import synthesize
 from lokal.config import Settings
-from lokal.engines.synthetic import SHAPES, write_gguf
 from lokal.errors import InvalidRequest
+from lokal.gguf.synthetic import SHAPES, write_gguf
 
 
 def _files(settings: Settings) -> list[Path]:

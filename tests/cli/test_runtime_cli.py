@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from lokal.catalog.catalog import Catalog
 from lokal.cli.main import app
 from lokal.config import get_settings
-from lokal.engines.synthetic import is_synthetic
+from lokal.gguf.synthetic import is_synthetic
 from tests.support.server import LokalServer
 
 runner = CliRunner()

@@ -11,8 +11,8 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from lokal.engines.chat_render import ChatRenderer, JsonArguments, handles_tools
-from lokal.engines.synthetic import CHATML_TEMPLATE
 from lokal.errors import InvalidRequest
+from lokal.gguf.synthetic import CHATML_TEMPLATE
 from lokal.toolcalls.templates import TEMPLATES, WITH_TOOLS
 
 TOOL = {

@@ -11,9 +11,10 @@ import pytest
 
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import ChatMessage, GenerationEvent, GenerationRequest
-from lokal.engines.llamacpp import LlamaCppEngine, gguf_kv_bytes
+from lokal.engines.llamacpp import LlamaCppEngine
 from lokal.engines.llamacpp_batch import BatchedLlamaCppEngine, BatchSequence
 from lokal.errors import ContextLengthExceeded
+from lokal.gguf.kv_cache import gguf_kv_bytes
 
 Result = tuple[str, str | None, int]
 E = TypeVar("E", bound=LlamaCppEngine)

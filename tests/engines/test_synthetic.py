@@ -8,7 +8,7 @@ import pytest
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import ChatMessage, GenerationRequest
 from lokal.engines.llamacpp import LlamaCppEngine
-from lokal.engines.synthetic import SHAPES, ModelShape, is_synthetic, shape_for, write_gguf
+from lokal.gguf.synthetic import SHAPES, ModelShape, is_synthetic, shape_for, write_gguf
 
 
 def test_parameter_counts_match_the_real_models() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lokal.engines.synthetic import ModelShape
+from lokal.gguf.synthetic import ModelShape
 from lokal.onnxgen import int4
 from lokal.onnxgen.weights import RMS_EPS, embedding, layer_weights, lm_head, rotary_caches
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from lokal.engines.synthetic import SHAPES
+from lokal.gguf.synthetic import SHAPES
 from lokal.onnxgen import folder as folder_mod
 from lokal.onnxgen.folder import DATA_FILE, MODEL_FILE, weight_bytes, write_model_files, write_onnx_model
 from lokal.onnxgen.tokenizer import EOS_ID, SPECIALS
@@ -121,7 +121,7 @@ sys.meta_path.insert(0, Refuse())
 for name in ("torch", "transformers"):
     sys.modules[name] = None  # an import of a blocked name raises ImportError
 from pathlib import Path
-from lokal.engines.synthetic import SHAPES
+from lokal.gguf.synthetic import SHAPES
 from lokal.onnxgen.folder import write_onnx_model
 import onnxruntime_genai as og
 folder = write_onnx_model(Path(sys.argv[1]), SHAPES["tiny"], "int4")

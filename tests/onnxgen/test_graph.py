@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from lokal.engines.synthetic import SHAPES, ModelShape
+from lokal.gguf.synthetic import SHAPES, ModelShape
 from lokal.onnxgen.folder import MODEL_FILE, write_model_files
 from lokal.onnxgen.graph import past_names, present_names
 from tests.onnxgen.reference import Reference

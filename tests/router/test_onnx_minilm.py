@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from lokal.config import Settings
 from lokal.embeddings import get_embedder
 from lokal.router.engine import IntentEngine, default_encoder
 from lokal.router.onnx_minilm import ONNX_NAME
@@ -24,11 +25,11 @@ def test_default_encoder_reuses_the_exported_file(onnx_dir: Path, tmp_path: Path
     (tmp_path / "router").mkdir()
     (tmp_path / "router" / ONNX_NAME).symlink_to(onnx_dir / ONNX_NAME)
     monkeypatch.setenv("LOKAL_ROUTER_ENCODER", "onnx")
-    enc = default_encoder(tmp_path)
+    enc = default_encoder(tmp_path, Settings())
     assert getattr(enc, "name", "") == "onnxruntime"
     eng = IntentEngine(tmp_path)
     assert eng.detect("Translate this menu into Italian", "semantic").intent == "translation"
     assert eng.encoder_name == "onnxruntime"
     assert list((tmp_path / "router").glob("examples-*.npy"))  # example embeddings cached for the next start
     monkeypatch.setenv("LOKAL_ROUTER_ENCODER", "torch")
-    assert default_encoder(tmp_path) is get_embedder()
+    assert default_encoder(tmp_path, Settings()) is get_embedder()

@@ -112,3 +112,18 @@ def test_each_engine_says_whether_it_is_installed_and_how_to_install_it(
     variant = Variant(id="m-q4-cpu:1", url="http://127.0.0.1:9/m.gguf")
     with pytest.raises(EngineUnavailable, match=r"m-q4-cpu:1 runs on engine llamacpp, and llama-cpp-python is not"):
         make_engine(variant, Settings(home=tmp_path))
+
+
+def test_engine_knobs_come_from_settings(tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOKAL_MAX_CONTEXT", "512")
+    monkeypatch.setenv("LOKAL_PREFILL_CHUNK", "8")
+    settings = Settings(home=tmp_path, min_shared_prefix=5, prefill_seconds=0.5)
+    assert (settings.max_context, settings.prefill_chunk) == (512, 8)  # the same LOKAL_* names as before
+    variant = Variant(id="m:1", path=str(tiny_gguf))
+    engine = make_engine(variant, settings, parallel=2)
+    engine.load(ModelSpec(alias="m", context_length=2048, variants=[variant]), variant, tiny_gguf)
+    try:
+        assert engine.info.context_length == 512
+        assert (engine._prefill_chunk, engine._min_shared_prefix, engine._pacer.seconds) == (8, 5, 0.5)  # type: ignore[attr-defined]
+    finally:
+        engine.unload()

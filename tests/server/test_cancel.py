@@ -21,7 +21,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from lokal.engines.synthetic import ModelShape, write_gguf
+from lokal.gguf.synthetic import ModelShape, write_gguf
 from tests.support.models import tiny_entry, write_catalog
 from tests.support.server import LokalServer
 

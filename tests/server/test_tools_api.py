@@ -24,9 +24,9 @@ import pytest
 from openai import OpenAI
 
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.engines import synthetic
 from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, TokenLogprob, ToolCallDelta, Usage
-from lokal.engines.synthetic import SHAPES, write_gguf
+from lokal.gguf import synthetic
+from lokal.gguf.synthetic import SHAPES, write_gguf
 from tests.support.models import tiny_entry, write_catalog
 from tests.support.server import LokalServer
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from lokal.engines.synthetic import SHAPES, write_gguf
+from lokal.gguf.synthetic import SHAPES, write_gguf
 
 
 def build_tiny(directory: Path, quant: str = "f32") -> Path:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from lokal.catalog.catalog import builtin_specs
-from lokal.engines.synthetic import CHATML_TEMPLATE
+from lokal.gguf.synthetic import CHATML_TEMPLATE
 from lokal.toolcalls import FAMILIES, family_for, new_call_id
 from lokal.toolcalls.templates import TEMPLATES
 

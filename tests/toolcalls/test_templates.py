@@ -61,7 +61,7 @@ def test_stops_do_not_cut_call_markup_the_parser_needs(fmt: str) -> None:
 def test_synthetic_models_carry_their_formats_template(tmp_path: Any, like: str, fmt: str) -> None:
     import gguf
 
-    from lokal.engines.synthetic import SHAPES, write_gguf
+    from lokal.gguf.synthetic import SHAPES, write_gguf
 
     path = write_gguf(tmp_path / "m.gguf", SHAPES["tiny"], "f32", like=like)
     field = gguf.GGUFReader(str(path)).fields["tokenizer.chat_template"]

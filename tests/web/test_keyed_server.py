@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from lokal.engines.synthetic import ModelShape, write_gguf
+from lokal.gguf.synthetic import ModelShape, write_gguf
 from tests.support.models import tiny_entry, write_catalog
 from tests.support.server import LokalServer
 from tests.web.conftest import ARTIFACTS, needs_chromium

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +12,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from lokal.bench.metrics import SLO
 from lokal.bench.prompts import Prompt, load_prompts
+from lokal.config import env_value, get_settings
 
 PatternKind = Literal["sequential", "concurrency", "rate", "poisson"]
 
@@ -48,7 +48,7 @@ class ModelEntry(BaseModel):
 
     def api_key(self, default: str | None) -> str | None:
         if self.api_key_env:
-            return os.environ.get(self.api_key_env, default)
+            return env_value(self.api_key_env, default)
         return default
 
 
@@ -128,9 +128,7 @@ class Sweep:
 
 def default_endpoint() -> str:
     """The lokal server's /v1: LOKAL_BASE_URL when set (the CLI's --base-url), else LOKAL_HOST:LOKAL_PORT."""
-    from lokal.config import get_settings
-
-    base = os.environ.get("LOKAL_BASE_URL", "").rstrip("/") or get_settings().base_url
+    base = (env_value("LOKAL_BASE_URL") or "").rstrip("/") or get_settings().base_url
     return base if base.endswith("/v1") else f"{base}/v1"
 
 
@@ -138,8 +136,6 @@ def default_api_key(endpoint: str | None) -> str | None:
     """The local server's own key (LOKAL_API_KEY) when talking to it; never a key meant for someone else."""
     if endpoint is not None and endpoint.rstrip("/") != default_endpoint():
         return None
-    from lokal.config import get_settings
-
     return get_settings().api_key
 
 

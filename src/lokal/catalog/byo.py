@@ -9,10 +9,11 @@ from pathlib import Path
 from lokal.catalog.cache import PART_SUFFIX, Cache
 from lokal.catalog.catalog import Catalog
 from lokal.catalog.durable import fsync_dir
-from lokal.catalog.gguf_info import GgufInfo, read_gguf
-from lokal.catalog.spec import Device, ModelSpec, Variant, is_safe_name
-from lokal.engines.synthetic import is_synthetic
+from lokal.catalog.spec import ModelSpec, Variant, is_safe_name
 from lokal.errors import InvalidRequest
+from lokal.gguf.metadata import GgufInfo, read_gguf
+from lokal.gguf.synthetic import is_synthetic
+from lokal.hardware import Device
 
 DEFAULT_CONTEXT = 4096
 

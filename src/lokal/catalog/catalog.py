@@ -30,9 +30,10 @@ from lokal.catalog.parse import (
     parse_user_catalog,
     read_user_catalog,
 )
-from lokal.catalog.spec import Choice, Device, ModelSpec, Variant, is_safe_name
+from lokal.catalog.spec import Choice, ModelSpec, Variant, is_safe_name
 from lokal.config import Settings, get_settings
 from lokal.errors import EngineUnavailable, InvalidRequest, LokalError, ModelNotFound
+from lokal.hardware import Device
 
 __all__ = ["Catalog", "CatalogError", "Problem", "builtin_specs", "parse_catalog"]
 

@@ -36,7 +36,7 @@ from lokal.catalog.durable import atomic_write_text, fsync_dir
 from lokal.catalog.hub_tree import RemoteFile, list_folder
 from lokal.catalog.integrity import Expected, hash_file, verify
 from lokal.catalog.spec import Variant
-from lokal.config import Settings, get_settings
+from lokal.config import Settings, env_value, get_settings
 from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
 
 log = logging.getLogger("lokal.catalog.download")
@@ -73,7 +73,7 @@ def _hub_token(url: str, settings: Settings, token: str | None) -> str | None:
     # The hub token goes only to the hub, never to an arbitrary `url:` from a catalog entry.
     if urlsplit(url).netloc != urlsplit(settings.hf_endpoint).netloc:
         return None
-    env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    env = env_value("HF_TOKEN") or env_value("HUGGING_FACE_HUB_TOKEN")
     if env:
         return env
     try:

@@ -6,15 +6,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from lokal.engines.base import EngineTraits
+from lokal.engine_traits import EngineTraits
+from lokal.hardware import Device
 
-Device = Literal["cpu", "cuda", "npu", "webgpu"]  # webgpu: runs in the browser (the playground), not here
 # The registry's names (lokal.runtime.engines.ENGINES; a test keeps the two equal): a Literal, so that a typo in
 # a catalog is refused with the list of names.
 EngineName = Literal["llamacpp", "onnx", "remote", "sentence-transformers", "web"]

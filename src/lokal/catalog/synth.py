@@ -21,8 +21,8 @@ from lokal.catalog.demo import (
 )
 from lokal.catalog.spec import ModelSpec, Variant, is_safe_name
 from lokal.config import Settings
-from lokal.engines.synthetic import QUANTS, ModelShape, shape_for, write_gguf
 from lokal.errors import InvalidRequest
+from lokal.gguf.synthetic import QUANTS, ModelShape, shape_for, write_gguf
 
 SYNTH_NOTE = (
     "SYNTHETIC: random weights with the shape of {like}; for capacity planning and benchmarks. Its text is noise."

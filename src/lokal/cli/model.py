@@ -24,11 +24,11 @@ from rich.table import Table
 
 from lokal.catalog.cache import Cache
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.spec import Choice, Device, ModelSpec
+from lokal.catalog.spec import Choice, ModelSpec
 from lokal.cli import target
 from lokal.config import Settings, get_settings
 from lokal.errors import LokalError
-from lokal.hardware import KNOWN_DEVICES
+from lokal.hardware import KNOWN_DEVICES, Device
 from lokal.runtime.engines import engine_installed, install_hint, missing_engine_note
 
 app = typer.Typer(no_args_is_help=True, help="Catalog, download, load and inspect models.")

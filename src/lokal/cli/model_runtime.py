@@ -43,7 +43,7 @@ def synth(
 ) -> None:
     """Write a random-weight model with the exact shape of a real one, and register it (labelled SYNTHETIC)."""
     from lokal.catalog.synth import synthesize
-    from lokal.engines.synthetic import shape_for
+    from lokal.gguf.synthetic import shape_for
 
     with readable_errors():
         try:
@@ -84,7 +84,7 @@ def synth(
 
 
 def _shape_line(like: str) -> str:
-    from lokal.engines.synthetic import shape_for
+    from lokal.gguf.synthetic import shape_for
 
     shape = shape_for(like)
     return (
@@ -121,7 +121,7 @@ def _synth_onnx(like: str, precision: str, alias: str | None, capabilities: list
 
 def _synth_web(like: str, dtype: str, alias: str | None, capabilities: list[str] | None) -> None:
     from lokal.catalog.synth import synthesize_web
-    from lokal.engines.synthetic import shape_for
+    from lokal.gguf.synthetic import shape_for
 
     shape = shape_for(like)
     console = err_out()

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lokal.config import DEFAULT_PORT
+from lokal.config import DEFAULT_PORT, Settings
 
 console = Console(stderr=True)
 
@@ -52,34 +51,32 @@ def command(
     """Start the server. With no model available offline it still starts, on a labelled synthetic demo model."""
     import uvicorn
 
+    from lokal.config import use_settings
+
+    # The options win over the LOKAL_* variables (Settings reads those for every field not given here).
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "home": home or None,
+        "max_loaded_models": max_loaded or None,
+        "memory_budget_mb": memory_budget or None,
+        "ttl_seconds": ttl,
+        "api_key": api_key,
+        "cors_origins": cors or None,
+        "allowed_hosts": allowed_host or None,
+        "max_body_mb": max_body_mb or None,
+        "metrics_public": True if metrics_public else None,
+        "parallel": parallel or None,
+    }
+    # The process's own settings: code that is not handed them (get_settings()) sees the options too.
+    settings = use_settings(Settings(**{k: v for k, v in options.items() if v is not None}))
     if model is not None:
-        _check_model(home, model, pull)
+        _check_model(settings, model, pull)
     # The port is taken before anything says "starting": a busy port is one clear error, nothing else printed.
     sock = bind(host, port)
 
-    overrides = {
-        "LOKAL_HOST": host,
-        "LOKAL_PORT": str(port),
-        "LOKAL_HOME": str(home) if home else None,
-        "LOKAL_MAX_LOADED_MODELS": str(max_loaded) if max_loaded else None,
-        "LOKAL_MEMORY_BUDGET_MB": str(memory_budget) if memory_budget else None,
-        "LOKAL_TTL_SECONDS": str(ttl) if ttl is not None else None,
-        "LOKAL_API_KEY": api_key,
-        "LOKAL_CORS_ORIGINS": _json_list(cors) if cors else None,
-        "LOKAL_ALLOWED_HOSTS": _json_list(allowed_host) if allowed_host else None,
-        "LOKAL_MAX_BODY_MB": str(max_body_mb) if max_body_mb else None,
-        "LOKAL_METRICS_PUBLIC": "1" if metrics_public else None,
-        "LOKAL_PARALLEL": str(parallel) if parallel else None,
-    }
-    for k, v in overrides.items():
-        if v is not None:
-            os.environ[k] = v
-    from lokal.config import get_settings
     from lokal.server.app import create_app
     from lokal.server.startup import prepare_default
-
-    get_settings.cache_clear()
-    settings = get_settings()
 
     def prepare(cancel: threading.Event) -> str:
         alias = prepare_default(settings, model, pull=pull, console=console, cancel=cancel)
@@ -95,17 +92,13 @@ def command(
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _check_model(home: Path | None, model: str, pull: bool) -> None:
+def _check_model(settings: Settings, model: str, pull: bool) -> None:
     """A model named on the command line that cannot be served is an error before anything listens."""
-    from lokal.config import get_settings
     from lokal.errors import LokalError
     from lokal.server.startup import check_requested
 
-    if home:
-        os.environ["LOKAL_HOME"] = str(home)
-    get_settings.cache_clear()
     try:
-        check_requested(get_settings(), model, pull=pull)
+        check_requested(settings, model, pull=pull)
     except LokalError as exc:
         console.print(f"[bold red]error:[/] {escape(exc.message)}")
         raise typer.Exit(2) from None
@@ -142,8 +135,3 @@ def configure_logging(level: str) -> None:
         logger.addHandler(handler)
     logger.propagate = False
 
-
-def _json_list(values: list[str]) -> str:
-    import json
-
-    return json.dumps(values)

@@ -7,7 +7,6 @@ Choice, first match wins: --base-url, then --host/--port, then LOKAL_BASE_URL, t
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
@@ -16,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lokal.config import get_settings
+from lokal.config import env_value, get_settings
 
 BaseUrlOpt = Annotated[
     str | None,
@@ -40,7 +39,7 @@ def root(base_url: str | None = None, host: str | None = None, port: int | None 
     settings = get_settings()
     if host is not None or port is not None:
         return f"http://{host or settings.host}:{port or settings.port}"
-    env = os.environ.get("LOKAL_BASE_URL")
+    env = env_value("LOKAL_BASE_URL")
     if env:
         return root(env)
     return settings.base_url

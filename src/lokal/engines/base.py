@@ -8,34 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # the catalog reads engine traits, so it cannot be imported here at run time
-    from lokal.catalog.spec import ModelSpec, Task, Variant
+if TYPE_CHECKING:  # types only: the interface needs nothing of the catalog at run time
+    from lokal.catalog.spec import ModelSpec, Variant
 
 FinishReason = Literal["stop", "length", "error", "cancelled", "tool_calls"]
 # Without max_tokens a small model that loops would otherwise hold its slot to the end of the context (8k tokens
 # by default: minutes on a CPU). 4096 still fits any whole answer people ask for (a long file of code, a
 # reasoning trace); llama-server, Ollama and vLLM run to the end of the context, which is what this bounds.
 DEFAULT_MAX_TOKENS = 4096  # a client that wants more says so with max_tokens
-
-
-# How the runtime drives an engine: "thread" = one request at a time on its own thread (ModelWorker), "batch" =
-# many sequences decoded per step on one thread (BatchWorker, when loaded with several slots), "async" = many
-# requests at once on the server's event loop, the engine waiting on I/O (AsyncWorker: an upstream API).
-Concurrency = Literal["thread", "batch", "async"]
-# What a variant's `file` names in its repo: one file (a GGUF), or a folder whose every file is downloaded.
-Layout = Literal["file", "folder"]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineTraits:
-    """What an engine is, known before it is imported: the runtime picks the worker from `concurrency`, the
-    catalog refuses artifact fields where `needs_artifact` is false, and cache/download only see those with it."""
-
-    label: str  # shown to people and to Foundry clients (modelType): "GGUF", "ONNX", "Remote", ...
-    concurrency: Concurrency
-    tasks: frozenset[Task]
-    needs_artifact: bool  # a local file or folder must be downloaded (or brought) before it loads
-    layout: Layout = "file"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import DEFAULT_MAX_CONTEXT, DEFAULT_PREFILL_SECONDS
 from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest, Usage, token_budget
 from lokal.engines.chat_prompt import LlamaTokenizer, prompt_tokens
 from lokal.engines.chat_render import ChatRenderer, openai_message
@@ -17,14 +17,11 @@ from lokal.engines.llama_sampling import GrammarCache, RequestSampler, Vocabular
 from lokal.engines.logprobs import LogprobReader
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, EngineUnavailable, InvalidRequest
+from lokal.gguf.kv_cache import gguf_kv_bytes
 from lokal.runtime.engines import install_hint
 
 INSTALL_HINT = install_hint("llamacpp")  # the registry writes each install command once
-MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # KV cache grows with it; most chats fit
-# A prompt is read in chunks sized to take about this long each, so a cancel (client gone, forced unload) is
-# seen between two chunks well within a second, on any machine and model, while chunks stay large enough that
-# reading the prompt costs about what one big decode would.
-PREFILL_SECONDS = float(os.environ.get("LOKAL_PREFILL_SECONDS", "0.25"))
+# A prompt is read in chunks of about Settings.prefill_seconds each (LOKAL_PREFILL_SECONDS; config.py says why).
 # A prompt with the batch to itself paces its chunks to this instead: no stream waits on it, only a cancel does.
 # Chunks of ~16 tokens (0.25 s on 2 cores for the 0.5b) read a 1k-token prompt 15% slower than 64 (measured with
 # llama_cpp's own eval: 16.0 s vs 13.9 s), which is where lokal trailed llama-server on prompt-heavy loads.
@@ -39,7 +36,7 @@ class PrefillPacer:
 
     def __init__(
         self,
-        seconds: float = PREFILL_SECONDS,
+        seconds: float = DEFAULT_PREFILL_SECONDS,
         *,
         solo_seconds: float = SOLO_PREFILL_SECONDS,
         first: int = 64,
@@ -75,26 +72,21 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def gguf_kv_bytes(meta: dict[str, str], n_ctx: int) -> int:
-    """f16 KV cache size from GGUF metadata: 2 (K and V) x layers x ctx x kv_heads x head_dim x 2 bytes."""
-    arch = meta.get("general.architecture", "llama")
-    try:
-        layers = int(meta[f"{arch}.block_count"])
-        heads = int(meta[f"{arch}.attention.head_count"])
-        kv = int(meta.get(f"{arch}.attention.head_count_kv", heads))
-        emb = int(meta[f"{arch}.embedding_length"])
-        hd = int(meta.get(f"{arch}.attention.key_length", emb // heads))
-    except (KeyError, ValueError, ZeroDivisionError):
-        return 0
-    return 2 * layers * n_ctx * kv * hd * 2
-
-
 class LlamaCppEngine:
-    def __init__(self, *, n_threads: int | None = None, n_gpu_layers: int = 0, n_ctx: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_ctx: int | None = None,
+        max_context: int = DEFAULT_MAX_CONTEXT,
+        prefill_seconds: float = DEFAULT_PREFILL_SECONDS,
+    ) -> None:
         self.info = EngineInfo()
         self._n_threads = n_threads
         self._n_gpu_layers = n_gpu_layers
         self._n_ctx = n_ctx
+        self._max_context = max_context  # the cap on the model's context when n_ctx does not fix it
         self._llm: Any = None
         self._model: Any = None  # llama_cpp._internals.LlamaModel: tokenizer and metadata, shared by every mode
         self._meta: dict[str, str] = {}
@@ -105,7 +97,7 @@ class LlamaCppEngine:
         self._vocabulary: Vocabulary | None = None
         self._logprobs: LogprobReader | None = None
         self._n_vocab = 0
-        self._pacer = PrefillPacer()
+        self._pacer = PrefillPacer(prefill_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def load(self, spec: ModelSpec, variant: Variant, path: Path | None) -> None:
@@ -113,7 +105,7 @@ class LlamaCppEngine:
         if path is None or not path.exists():
             raise EngineError(f"model file for {variant.id} is missing: {path}")
         t0 = time.perf_counter()
-        n_ctx = self._n_ctx or min(spec.context_length, MAX_CONTEXT)
+        n_ctx = self._n_ctx or min(spec.context_length, self._max_context)
         gpu_layers = self._n_gpu_layers if variant.device == "cpu" else -1
         try:
             self._llm = llama_cpp.Llama(

@@ -3,8 +3,8 @@
 The context holds `slots` KV streams (n_seq_max = slots, kv_unified off), so each slot owns n_ctx/slots cells
 and one long chat cannot take cache from the others. A step is one llama_batch: the next token of every
 sequence that is generating, plus a bounded chunk of prompt for sequences still reading theirs (so a long
-prompt delays the others by one chunk, not by its whole length). Steps are paced to about PREFILL_SECONDS, or
-SOLO_PREFILL_SECONDS when one prompt has the batch to itself, so a request cancelled while its prompt is read
+prompt delays the others by one chunk, not by its whole length). Steps are paced to about LOKAL_PREFILL_SECONDS,
+or SOLO_PREFILL_SECONDS when one prompt has the batch to itself, so a request cancelled while its prompt is read
 leaves within that.
 One llama_decode runs them all; then each sequence samples from its own logits row with its own sampler chain
 (the single-stream engine's: llama_sampling.RequestSampler). Requests join and leave between steps; a slot keeps
@@ -19,7 +19,6 @@ exactly the single-stream LlamaCppEngine.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -29,27 +28,26 @@ from pathlib import Path
 from typing import Any
 
 from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import (
+    DEFAULT_MAX_CONTEXT,
+    DEFAULT_MIN_SHARED_PREFIX,
+    DEFAULT_PREFILL_CHUNK,
+    DEFAULT_PREFILL_SECONDS,
+)
 from lokal.engines.base import EngineInfo, FinishReason, GenerationEvent, GenerationRequest, TopLogprob, Usage
 from lokal.engines.llama_sampling import RequestSampler
 from lokal.engines.llamacpp import (
-    MAX_CONTEXT,
     LlamaCppEngine,
     PrefillPacer,
-    gguf_kv_bytes,
     import_llama_cpp,
 )
 from lokal.engines.textstream import TokenStream
 from lokal.errors import EngineError, InvalidRequest
+from lokal.gguf.kv_cache import gguf_kv_bytes
 from lokal.hardware import default_threads
 
 DEFAULT_SLOTS = 4  # CPU decode is compute-bound past a few sequences; more slots mostly add latency
-# Prompt tokens per step while others are generating: their pause per step stays short (~0.25 s for a
-# 0.5b model on 2 cores) and a long prompt still advances. docs/batching.md has the measurements.
-PREFILL_CHUNK = int(os.environ.get("LOKAL_PREFILL_CHUNK", "64"))
 N_BATCH = 512  # most tokens one llama_decode takes (prompt chunks when nobody else is generating)
-# Copying another slot's cache copies that slot's whole KV buffer (llama.cpp cannot copy part of a stream):
-# ~100 MB for a 0.5b model at 8k cells per slot, ~20 ms on a 2-core CPU, where 32 prompt tokens take ~200 ms.
-MIN_SHARED_PREFIX = int(os.environ.get("LOKAL_MIN_SHARED_PREFIX", "32"))
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -107,15 +105,25 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         n_ctx: int | None = None,
         parallel: int | None = None,
         memory_budget_bytes: int | None = None,
-        prefill_chunk: int = PREFILL_CHUNK,
+        max_context: int = DEFAULT_MAX_CONTEXT,
+        prefill_seconds: float = DEFAULT_PREFILL_SECONDS,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,  # prompt tokens per step while others generate
+        min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,  # fewer shared tokens are read, not copied
         n_batch: int = N_BATCH,
     ) -> None:
-        super().__init__(n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx)
+        super().__init__(
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            n_ctx=n_ctx,
+            max_context=max_context,
+            prefill_seconds=prefill_seconds,
+        )
         self._parallel = parallel
         self._budget = memory_budget_bytes
         self._prefill_chunk = max(1, prefill_chunk)
+        self._min_shared_prefix = min_shared_prefix
         self._n_batch = max(16, n_batch)
-        self._pacer = PrefillPacer(most=self._n_batch)
+        self._pacer = PrefillPacer(prefill_seconds, most=self._n_batch)
         self.slots = 1
         self._ctx: Any = None  # llama_cpp._internals.LlamaContext with n_seq_max = slots
         self._batch: Any = None  # llama_cpp.llama_batch
@@ -168,7 +176,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp could not load {path.name}: {exc}") from exc
         meta = model.metadata()
-        n_ctx_slot = self._n_ctx or min(spec.context_length, MAX_CONTEXT)
+        n_ctx_slot = self._n_ctx or min(spec.context_length, self._max_context)
         kv_slot = gguf_kv_bytes(meta, n_ctx_slot)
         slots = self.plan_slots(path.stat().st_size, kv_slot)
         if slots == 1:
@@ -249,7 +257,7 @@ class BatchedLlamaCppEngine(LlamaCppEngine):
         slot = max(self._free, key=lambda s: (common_prefix(self._slot_kv[s], tokens), -s))
         keep = min(common_prefix(self._slot_kv[slot], tokens), len(tokens) - 1)  # the last one yields logits
         source, shared = self._best_source(tokens)
-        if shared - keep < MIN_SHARED_PREFIX:
+        if shared - keep < self._min_shared_prefix:
             source, shared = None, 0
         llama_cpp = import_llama_cpp()
         mem = llama_cpp.llama_get_memory(self._ctx.ctx)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import DEFAULT_MAX_CONTEXT
 from lokal.engines.base import (
     ChatMessage,
     EngineInfo,
@@ -45,7 +45,6 @@ from lokal.runtime.engines import install_hint
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = install_hint("onnx")  # the registry writes each install command once
-MAX_CONTEXT = int(os.environ.get("LOKAL_MAX_CONTEXT", "8192"))  # the KV buffer is sized to prompt + budget
 TOP_K = 40  # same as the llama.cpp engine, so the two engines sample alike
 PENALTY_LAST_N = 64  # presence/frequency penalties look at the last 64 tokens, as on llama.cpp
 MIN_P_CUT = 1e4  # what min_p takes off a cut token's logit: no probability left beside any token it keeps
@@ -283,10 +282,13 @@ def _fit(values: np.ndarray, n: int) -> np.ndarray:
 
 # -- the engine ----------------------------------------------------------------------------------------------
 class OrtGenAIEngine:
-    def __init__(self, *, n_threads: int | None = None, n_ctx: int | None = None) -> None:
+    def __init__(
+        self, *, n_threads: int | None = None, n_ctx: int | None = None, max_context: int = DEFAULT_MAX_CONTEXT
+    ) -> None:
         self.info = EngineInfo()
         self._n_threads = n_threads
         self._n_ctx = n_ctx
+        self._max_context = max_context  # the KV buffer is sized to prompt + budget, up to this
         self._og: Any = None
         self._model: Any = None
         self._tokenizer: Any = None
@@ -321,7 +323,7 @@ class OrtGenAIEngine:
         self._spec = spec
         genai_config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         model_ctx = int(genai_config.get("model", {}).get("context_length") or spec.context_length)
-        n_ctx = self._n_ctx or min(model_ctx, spec.context_length, MAX_CONTEXT)
+        n_ctx = self._n_ctx or min(model_ctx, spec.context_length, self._max_context)
         try:
             self._template = self._pick_template(spec, folder)
         except EngineError:

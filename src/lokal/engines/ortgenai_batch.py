@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from lokal.catalog.spec import ModelSpec, Variant
+from lokal.config import DEFAULT_MAX_CONTEXT
 from lokal.engines.base import FinishReason, GenerationEvent, GenerationRequest, Usage
 from lokal.engines.ortgenai import (
     TOP_K,
@@ -154,8 +155,15 @@ Sequence_ = EngineSequence | GeneratorSequence
 class BatchedOrtGenAIEngine(OrtGenAIEngine):
     """OrtGenAIEngine with og.Engine's static batching; with one slot (LOKAL_PARALLEL=1) it is exactly that engine."""
 
-    def __init__(self, *, n_threads: int | None = None, n_ctx: int | None = None, parallel: int | None = None):
-        super().__init__(n_threads=n_threads, n_ctx=n_ctx)
+    def __init__(
+        self,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int | None = None,
+        parallel: int | None = None,
+        max_context: int = DEFAULT_MAX_CONTEXT,
+    ):
+        super().__init__(n_threads=n_threads, n_ctx=n_ctx, max_context=max_context)
         self._parallel = parallel
         self.slots = 1
         self._engine: Any = None  # og.Engine, made on the thread that drives it

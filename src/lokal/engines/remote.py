@@ -10,7 +10,6 @@ client per replica (lokal.engines.upstream_pool), each upstream chunk passed on 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 
 from lokal.catalog.spec import DEFAULT_MAX_CONCURRENCY, ModelSpec, Variant
+from lokal.config import env_value
 from lokal.engines.base import (
     ChatMessage,
     EngineInfo,
@@ -67,7 +67,7 @@ class RemoteEngine:
         if not variant.upstream_urls:
             raise EngineError(f"remote variant {variant.id} has no base_url")
         t0 = time.perf_counter()
-        key = os.environ.get(variant.api_key_env) if variant.api_key_env else None
+        key = env_value(variant.api_key_env) if variant.api_key_env else None
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._urls = variant.upstream_urls
         self._model = variant.upstream_model or spec.alias

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from lokal.engines.synthetic import CHATML_TEMPLATE, ModelShape
+from lokal.gguf.synthetic import CHATML_TEMPLATE, ModelShape
 from lokal.onnxgen import int4
 from lokal.onnxgen.graph import build
 from lokal.onnxgen.tokenizer import BOS_ID, EOS_ID, PAD_ID, min_vocab, tokenizer_config, tokenizer_json

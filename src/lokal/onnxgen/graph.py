@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from lokal.engines.synthetic import ModelShape
+from lokal.gguf.synthetic import ModelShape
 from lokal.onnxgen import int4
 from lokal.onnxgen.weights import RMS_EPS, embedding, layer_weights, lm_head, rotary_caches
 

@@ -12,7 +12,7 @@ import string
 from collections.abc import Iterator
 from typing import Any
 
-from lokal.engines.synthetic import CHATML_TEMPLATE
+from lokal.gguf.synthetic import CHATML_TEMPLATE
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # the SPECIALS' ids: <|im_end|> ends a chat turn

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lokal.engines.synthetic import ModelShape
+from lokal.gguf.synthetic import ModelShape
 
 STD = 0.08
 RMS_EPS = 1e-6

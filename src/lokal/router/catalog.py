@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lokal.config import env_value
 from lokal.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Endpoint(_Strict):
 
     def api_key(self) -> str:
         # The official client insists on a key even where the server ignores it.
-        return (os.environ.get(self.api_key_env) if self.api_key_env else None) or "not-needed"
+        return (env_value(self.api_key_env) if self.api_key_env else None) or "not-needed"
 
     @property
     def root(self) -> str:

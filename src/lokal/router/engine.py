@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from lokal.config import Settings, get_settings
 from lokal.errors import EngineUnavailable
 from lokal.router.catalog import DetectorMode
 from lokal.router.intents import (
@@ -24,18 +24,16 @@ from lokal.router.intents import (
 log = logging.getLogger(__name__)
 
 
-def default_encoder(home: Path | None = None) -> Encoder:
+def default_encoder(home: Path | None = None, settings: Settings | None = None) -> Encoder:
     """ONNX MiniLM on one thread when onnxruntime is installed (LOKAL_ROUTER_ENCODER=torch opts out), else
     the process-wide torch embedder. Both give the same vectors, so one set of thresholds serves both."""
     from lokal.embeddings import get_embedder
 
-    if os.environ.get("LOKAL_ROUTER_ENCODER", "onnx") != "torch":
+    settings = settings or get_settings()
+    if settings.router_encoder != "torch":
         from lokal.router.onnx_minilm import load_onnx_minilm
 
-        if home is None:
-            from lokal.config import get_settings
-
-            home = get_settings().home
+        home = home or settings.home
         try:
             return load_onnx_minilm(home / "router")
         except EngineUnavailable as exc:

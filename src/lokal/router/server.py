@@ -10,7 +10,6 @@ Set ``LOKAL_ROUTER_WARM=1`` to load MiniLM at start-up instead of on the first r
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -91,5 +90,5 @@ def install(app: FastAPI, state: AppState) -> None:
     async def router_status() -> dict[str, Any]:
         return served.status()
 
-    if os.environ.get("LOKAL_ROUTER_WARM") == "1":
+    if state.settings.router_warm:
         threading.Thread(target=served.warm, name="router-warm", daemon=True).start()

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from lokal.engines.base import Engine, EngineTraits
+from lokal.engine_traits import EngineTraits
+from lokal.engines.base import Engine
 
 if TYPE_CHECKING:
     from lokal.catalog.spec import Task, Variant
@@ -61,13 +62,19 @@ def _llamacpp(settings: Settings, parallel: int | None) -> Engine:
         n_threads=settings.n_threads,
         parallel=parallel or settings.parallel,
         memory_budget_bytes=settings.memory_budget_mb * 2**20,
+        max_context=settings.max_context,
+        prefill_seconds=settings.prefill_seconds,
+        prefill_chunk=settings.prefill_chunk,
+        min_shared_prefix=settings.min_shared_prefix,
     )
 
 
 def _onnx(settings: Settings, parallel: int | None) -> Engine:
     from lokal.engines.ortgenai_batch import BatchedOrtGenAIEngine
 
-    return BatchedOrtGenAIEngine(n_threads=settings.n_threads, parallel=parallel or settings.parallel)
+    return BatchedOrtGenAIEngine(
+        n_threads=settings.n_threads, parallel=parallel or settings.parallel, max_context=settings.max_context
+    )
 
 
 def _sentence(settings: Settings, parallel: int | None) -> Engine:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lokal.engines.base import AsyncEngine, Concurrency, Engine
+from lokal.engine_traits import Concurrency
+from lokal.engines.base import AsyncEngine, Engine
 from lokal.runtime.async_worker import AsyncWorker
 from lokal.runtime.batch_worker import BatchEngine, BatchWorker
 from lokal.runtime.worker import ModelWorker, Worker

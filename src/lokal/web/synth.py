@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lokal.engines.synthetic import ModelShape
+from lokal.gguf.synthetic import ModelShape
 from lokal.onnxgen.tokenizer import SPECIALS, tokenizer_config, tokenizer_json
 
 # Web dtype -> (onnxruntime-genai builder precision, file name transformers.js asks for with that dtype).
