@@ -37,6 +37,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.server import spawn_logged  # noqa: E402
+
 from benchmarks._common import pct  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Say something."}]
@@ -104,8 +106,7 @@ class Procs:
         port = free_port()
         env = {**os.environ, "LOKAL_HOME": str(home), "LOKAL_OFFLINE": "1"}
         cmd = [sys.executable, "-m", "lokal", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-pull"]
-        log = (home / "server.log").open("wb")
-        proc = subprocess.Popen([*cmd, "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = spawn_logged([*cmd, "--log-level", "warning"], home / "server.log", env)
         self.all.append(proc)
         url = f"http://127.0.0.1:{port}"
         wait_up(url + "/health", proc, "lokal serve")

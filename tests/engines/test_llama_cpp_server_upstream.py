@@ -5,7 +5,6 @@ What comes back through lokal equals what the server answers direct, streamed an
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.models import write_catalog
-from tests.support.server import LokalServer, free_port
+from tests.support.server import LokalServer, free_port, spawn_logged
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("starlette_context") is None,
@@ -29,9 +28,9 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell 
 @pytest.fixture(scope="module")
 def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    log = (tmp_path_factory.mktemp("llama-cpp-server") / "server.log").open("wb")
+    log = tmp_path_factory.mktemp("llama-cpp-server") / "server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_gguf), "--host", "127.0.0.1"]
-    proc = subprocess.Popen([*cmd, "--port", str(port), "--n_ctx", "512"], stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn_logged([*cmd, "--port", str(port), "--n_ctx", "512"], log)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60

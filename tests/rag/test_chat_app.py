@@ -24,7 +24,7 @@ from chainlit.session import HTTPSession
 
 from lokal.rag import chat_app
 from tests.rag.helpers import FakeOpenAI, Ingested, copy_collection
-from tests.support.server import free_port
+from tests.support.server import free_port, spawn_logged
 
 T = TypeVar("T")
 
@@ -162,8 +162,7 @@ def test_lokal_chat_launches_the_chainlit_server(chat_env: Path, tmp_path: Path)
     env = {**os.environ, "LOKAL_HOME": str(chat_env)}
     env.pop("CHAINLIT_APP_ROOT", None)  # `lokal chat` picks LOKAL_HOME/chat itself
     cmd = [sys.executable, "-m", "lokal", "chat", "--port", str(port), "--no-open", "-c", "docs"]
-    log = (tmp_path / "chat.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn_logged(cmd, tmp_path / "chat.log", env)
     try:
         deadline = time.monotonic() + 90
         page = None

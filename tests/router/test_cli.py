@@ -138,14 +138,14 @@ def test_route_prints_the_answer_as_it_streams_in(tmp_path: Path) -> None:
     with ScriptedServer(Script(ttft_s=0.05, itl_s=itl, tokens=tokens)) as srv:
         cmd = [sys.executable, "-m", "lokal", "route", "Tell me a story", "--home", str(tmp_path / "home")]
         cmd += ["--base-url", srv.base_url, "--catalog", str(catalog), "--max-tokens", str(tokens)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
-        assert proc.stdout is not None
-        seen: list[tuple[float, str]] = []
-        text = ""
-        while chunk := os.read(proc.stdout.fileno(), 4096):
-            text += chunk.decode()
-            seen.append((time.perf_counter(), text))
-        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ}) as proc:
+            assert proc.stdout is not None
+            seen: list[tuple[float, str]] = []
+            text = ""
+            while chunk := os.read(proc.stdout.fileno(), 4096):
+                text += chunk.decode()
+                seen.append((time.perf_counter(), text))
+            assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
     assert text.split() == [f"w{i}" for i in range(tokens)]
     first = next(t for t, so_far in seen if "w0" in so_far)
     last = next(t for t, so_far in seen if f"w{tokens - 1}" in so_far)

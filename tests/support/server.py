@@ -22,6 +22,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_logged(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`cmd` with stdout and stderr to `log_path`; the parent's handle is closed at once (the child writes
+    through its own copy), so no test leaves an open file behind."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def stop_process(proc: subprocess.Popen[Any], grace: float = 10) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
     if proc.poll() is not None:
@@ -47,7 +54,6 @@ class LokalServer:
 
     def start(self, timeout: float = 60.0) -> LokalServer:
         self.home.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
         cmd = [
             sys.executable,
             "-m",
@@ -62,7 +68,7 @@ class LokalServer:
             "warning",
             *self._args,
         ]
-        self.proc = subprocess.Popen(cmd, env=self._env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = spawn_logged(cmd, self.log_path, self._env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

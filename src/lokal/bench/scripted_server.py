@@ -131,7 +131,8 @@ def build_app(
 
     def lookup(model: str) -> Script | None:
         current: dict[str, Script] = state.scripts
-        return current.get(model, state.default)
+        default: Script | None = state.default
+        return current.get(model, default)
 
     async def chat(request: Request) -> Response:
         arrived = time.perf_counter()

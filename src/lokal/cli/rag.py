@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -70,7 +70,7 @@ def _mode(value: str) -> Mode:
     if value not in MODES:
         err.print(f"[red]error:[/red] --mode must be one of {', '.join(MODES)}")
         raise typer.Exit(2)
-    return cast(Mode, value)
+    return value
 
 
 def _shown(path: str) -> str:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -21,10 +21,6 @@ from lokal.config import get_settings
 from lokal.engines.base import ChatMessage, GenerationRequest
 
 console = Console(stderr=True, highlight=False)
-
-if TYPE_CHECKING:
-    from openai import Stream
-    from openai.types.chat import ChatCompletionChunk
 
 
 # A one-shot with no --max-tokens stops here rather than filling the context (thousands of tokens of noise).
@@ -86,7 +82,7 @@ class _Remote:
                 temperature=temperature,
                 stream=True,
             )
-            for chunk in cast("Stream[ChatCompletionChunk]", chunks):
+            for chunk in chunks:
                 for ch in chunk.choices:
                     if ch.delta.content:
                         yield ch.delta.content

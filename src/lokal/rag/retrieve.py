@@ -239,7 +239,8 @@ class Retriever:
 
     def embed_query(self, query: str) -> np.ndarray:
         with _one_torch_thread():
-            return self.embedder.encode([query])[0]
+            vec: np.ndarray = self.embedder.encode([query])[0]
+        return vec
 
     def dense_scores(self, query: str) -> np.ndarray:
         if len(self.chunks) == 0:

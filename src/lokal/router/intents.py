@@ -211,11 +211,11 @@ class SemanticDetector:
 
     def embed(self, prompt: str) -> np.ndarray:
         with self._memo_lock:
-            vec = self._memo.get(prompt)
-            if vec is not None:
+            seen = self._memo.get(prompt)
+            if seen is not None:
                 self._memo.move_to_end(prompt)
-                return vec
-        vec = self.encoder.encode([prompt])[0]
+                return seen
+        vec: np.ndarray = self.encoder.encode([prompt])[0]
         with self._memo_lock:
             self._memo[prompt] = vec
             if len(self._memo) > self._memo_size:
