@@ -21,20 +21,15 @@ from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
+from lokal.protocol.outcome import Outcome
 from lokal.protocol.outputs import ModelList
 from lokal.server.body import parse_body
-from lokal.server.serving import Outcome
-from lokal.server.state import AppState
+from lokal.server.deps import ServicesDep
 
 log = logging.getLogger("lokal.server")
 router = APIRouter()
 T = TypeVar("T")
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, but logs and metrics say what happened
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lokal
-    return state
 
 
 async def _disconnected(request: Request) -> None:
@@ -91,37 +86,36 @@ def _json(body: BaseModel, headers: dict[str, str] | None = None) -> Response:
 
 
 @router.get("/v1/models")
-async def list_models(request: Request, all: bool = False) -> Response:
-    return _json(ModelList(data=_state(request).model_cards(include_all=all)))
+async def list_models(services: ServicesDep, all: bool = False) -> Response:
+    return _json(ModelList(data=services.model_cards(include_all=all)))
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(request: Request, model_id: str) -> Response:
-    return _json(_state(request).model_card(model_id))
+async def get_model(services: ServicesDep, model_id: str) -> Response:
+    return _json(services.model_card(model_id))
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    state = _state(request)
+async def chat_completions(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
-    if state.router is not None and state.router.handles(body.model):
-        routed = await _unless_gone(request, state.router.chat(body))
+    if services.virtual_models is not None and services.virtual_models.handles(body.model):
+        routed = await _unless_gone(request, services.virtual_models.chat(body))
         return Response(status_code=CLIENT_GONE) if routed is None else _respond(*routed)
-    outcome = await _unless_gone(request, state.serving.chat(body))
+    outcome = await _unless_gone(request, services.serving.chat(body))
     return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
 
 
 @router.post("/v1/completions")
-async def completions(request: Request) -> Response:
+async def completions(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, CompletionRequest)
-    outcome = await _unless_gone(request, _state(request).serving.completion(body))
+    outcome = await _unless_gone(request, services.serving.completion(body))
     return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
 
 
 @router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
+async def embeddings(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, EmbeddingRequest)
-    result = await _unless_gone(request, _state(request).serving.embeddings(body))
+    result = await _unless_gone(request, services.serving.embeddings(body))
     if result is None:
         return Response(status_code=CLIENT_GONE)
     # Thousands of vectors take a while to serialise: off the event loop, like the work that made them.

@@ -1,19 +1,28 @@
-"""Everything one running server holds, built once at start-up and shared by the routes."""
+"""What one running server holds, built once at start-up and handed to every feature that installs routes.
+
+Features in other packages (router, RAG, playground) import this module, never lokal.server: the server
+depends on them through the feature list it is given, and they depend only on what is here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lokal.catalog.spec import Choice, ModelSpec, Variant
 from lokal.config import Settings
 from lokal.protocol.chat import ChatCompletionRequest
-from lokal.protocol.outputs import LokalModelInfo, LokalRouterInfo, ModelCard
+from lokal.protocol.completions import CompletionRequest
+from lokal.protocol.embeddings import EmbeddingRequest
+from lokal.protocol.outcome import Outcome
+from lokal.protocol.outputs import EmbeddingList, LokalModelInfo, LokalRouterInfo, ModelCard
 from lokal.runtime.manager import ModelManager
-from lokal.server.metrics import Metrics
-from lokal.server.serving import Outcome, Serving
+from lokal.runtime.metrics import Metrics
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class CatalogView(Protocol):
@@ -28,8 +37,19 @@ class CatalogView(Protocol):
     def resolve_choice(self, name: str) -> tuple[ModelSpec, Choice]: ...
 
 
-class RouterHook(Protocol):
-    """The model router, when installed: claims model names like "auto" in chat requests."""
+class ServingView(Protocol):
+    """The server's serving path (lokal.server.serving.Serving): requests in, typed answers out."""
+
+    async def chat(self, body: ChatCompletionRequest) -> Outcome: ...
+
+    async def completion(self, body: CompletionRequest) -> Outcome: ...
+
+    async def embeddings(self, body: EmbeddingRequest) -> EmbeddingList: ...
+
+
+class VirtualModels(Protocol):
+    """Model names that no catalog entry serves (the router's "auto" and presets): the chat routes hand a
+    request for one of them here instead of to serving."""
 
     def handles(self, model: str) -> bool: ...
 
@@ -38,15 +58,23 @@ class RouterHook(Protocol):
     async def chat(self, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]: ...
 
 
+class Feature(Protocol):
+    """One part of the HTTP surface: create_app installs each feature of its list, in order."""
+
+    name: str
+
+    def install(self, app: FastAPI, services: Services) -> None: ...
+
+
 @dataclass
-class AppState:
+class Services:
     settings: Settings
     catalog: CatalogView
     manager: ModelManager
     metrics: Metrics
-    serving: Serving
+    serving: ServingView
     locate: Callable[[Variant], Path | None]
-    router: RouterHook | None = None
+    virtual_models: VirtualModels | None = None
     ready: bool = False
     starting: bool = False  # start-up work (the default model) still running: API routes answer 503
     extras: dict[str, Any] = field(default_factory=dict)
@@ -82,14 +110,15 @@ class AppState:
             choice = self.catalog.choice(spec)
             if include_all or self.is_cached(choice.variant):
                 cards.append(self._card(spec, choice))
-        if self.router is not None:
+        if self.virtual_models is not None:
             cards += [
-                ModelCard(id=name, owned_by="lokal-router", lokal=LokalRouterInfo()) for name in self.router.names()
+                ModelCard(id=name, owned_by="lokal-router", lokal=LokalRouterInfo())
+                for name in self.virtual_models.names()
             ]
         return cards
 
     def model_card(self, name: str) -> ModelCard:
-        if self.router is not None and self.router.handles(name):
+        if self.virtual_models is not None and self.virtual_models.handles(name):
             return ModelCard(id=name, owned_by="lokal-router")
         spec, choice = self.catalog.resolve_choice(name)
         return self._card(spec, choice)
