@@ -17,7 +17,7 @@ from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
 from lokal.protocol.outcome import Outcome
-from lokal.protocol.outputs import EmbeddingList, LokalModelInfo, LokalRouterInfo, ModelCard
+from lokal.protocol.outputs import EmbeddingList
 from lokal.runtime.manager import ModelManager
 from lokal.runtime.metrics import Metrics
 
@@ -81,44 +81,3 @@ class Services:
 
     def is_cached(self, variant: Variant) -> bool:
         return variant.is_upstream or self.locate(variant) is not None
-
-    def _card(self, spec: ModelSpec, choice: Choice) -> ModelCard:
-        variant = choice.variant
-        loaded = self.manager._loaded.get(variant.id)
-        return ModelCard(
-            id=spec.alias,
-            owned_by=spec.publisher,
-            lokal=LokalModelInfo(
-                variant=variant.id,
-                engine=variant.engine,
-                device=variant.device,
-                task=spec.task,
-                synthetic=spec.synthetic,
-                cached=self.is_cached(variant),
-                loaded=loaded is not None,
-                context_length=spec.context_length,
-                capabilities=spec.capabilities,
-                description=spec.description,
-                engine_installed=choice.installed,
-                why=choice.why,
-            ),
-        )
-
-    def model_cards(self, include_all: bool = False) -> list[ModelCard]:
-        cards = []
-        for spec in self.catalog.specs():
-            choice = self.catalog.choice(spec)
-            if include_all or self.is_cached(choice.variant):
-                cards.append(self._card(spec, choice))
-        if self.virtual_models is not None:
-            cards += [
-                ModelCard(id=name, owned_by="lokal-router", lokal=LokalRouterInfo())
-                for name in self.virtual_models.names()
-            ]
-        return cards
-
-    def model_card(self, name: str) -> ModelCard:
-        if self.virtual_models is not None and self.virtual_models.handles(name):
-            return ModelCard(id=name, owned_by="lokal-router")
-        spec, choice = self.catalog.resolve_choice(name)
-        return self._card(spec, choice)

@@ -25,6 +25,7 @@ from lokal.protocol.outcome import Outcome
 from lokal.protocol.outputs import ModelList
 from lokal.server.body import parse_body
 from lokal.server.deps import ServicesDep
+from lokal.server.model_cards import model_card, model_cards
 
 log = logging.getLogger("lokal.server")
 router = APIRouter()
@@ -87,12 +88,12 @@ def _json(body: BaseModel, headers: dict[str, str] | None = None) -> Response:
 
 @router.get("/v1/models")
 async def list_models(services: ServicesDep, all: bool = False) -> Response:
-    return _json(ModelList(data=services.model_cards(include_all=all)))
+    return _json(ModelList(data=model_cards(services, include_all=all)))
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(services: ServicesDep, model_id: str) -> Response:
-    return _json(services.model_card(model_id))
+    return _json(model_card(services, model_id))
 
 
 @router.post("/v1/chat/completions")
