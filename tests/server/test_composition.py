@@ -155,6 +155,18 @@ def test_routing_adds_its_names_through_services(settings: Settings) -> None:
     assert "auto" not in asyncio.run(model_ids(create_app(settings, [OpenAIApi()])))
 
 
+def test_a_router_name_is_served_by_routing_only_when_it_is_installed(settings: Settings) -> None:
+    async def ask_auto(app: FastAPI) -> tuple[int, str | None]:
+        async with client(app) as c:
+            body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            r = await c.post("/v1/chat/completions", json=body)
+            return r.status_code, r.json()["error"]["code"]
+
+    assert asyncio.run(ask_auto(create_app(settings, [OpenAIApi()]))) == (404, "model_not_found")
+    # With no model cached the router has no candidate: its own answer, not the catalog's.
+    assert asyncio.run(ask_auto(create_app(settings, [OpenAIApi(), Routing()])))[1] == "no_route"
+
+
 def test_an_optional_feature_missing_an_extra_is_left_out(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -81,3 +81,8 @@ class Services:
 
     def is_cached(self, variant: Variant) -> bool:
         return variant.is_upstream or self.locate(variant) is not None
+
+    def virtual(self, model: str) -> VirtualModels | None:
+        """The virtual models that serve `model`, when they do (else serving does)."""
+        vm = self.virtual_models
+        return vm if vm is not None and vm.handles(model) else None

@@ -27,7 +27,7 @@ from lokal.server.body import parse_body
 from lokal.server.deps import ServicesDep
 from lokal.server.front_door import error_response
 from lokal.server.messages_adapter import Translator
-from lokal.server.routes.openai import CLIENT_GONE, _unless_gone
+from lokal.server.routes.openai import CLIENT_GONE, _unless_gone, answer_chat
 from lokal.server.token_count import prompt_and_text_tokens, prompt_tokens
 
 log = logging.getLogger("lokal.server")
@@ -51,11 +51,8 @@ class _Answer:
 
     async def start(self) -> tuple[Outcome, dict[str, str]]:
         """The primed chat outcome (a tuple, so that _unless_gone closes it when the client left meanwhile)."""
-        services, chat = self.services, self.chat
-        if services.virtual_models is not None and services.virtual_models.handles(chat.model):
-            self.outcome, self.headers = await services.virtual_models.chat(chat)
-        else:
-            self.outcome = await services.serving.chat(chat)
+        chat = self.chat
+        self.outcome, self.headers = await answer_chat(self.services, chat)
         self.translator = Translator(self.outcome.model_id or chat.model, self.body.stop_sequences or ())
         return self.outcome, self.headers
 
@@ -154,7 +151,7 @@ async def count_tokens(request: Request, services: ServicesDep) -> Response:
     try:
         body = await parse_body(request, CountTokensRequest)
         chat = body.to_chat()
-        if services.virtual_models is not None and services.virtual_models.handles(chat.model):
+        if services.virtual(chat.model) is not None:
             raise _router_count(chat.model)
         counted = await _unless_gone(request, prompt_tokens(services.manager, chat))
         if counted is None:

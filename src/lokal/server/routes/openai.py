@@ -23,6 +23,7 @@ from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
 from lokal.protocol.outcome import Outcome
 from lokal.protocol.outputs import ModelList
+from lokal.runtime.services import Services
 from lokal.server.body import parse_body
 from lokal.server.deps import ServicesDep
 from lokal.server.model_cards import model_card, model_cards
@@ -70,6 +71,16 @@ async def _discard(result: object) -> None:
         await outcome.stream.aclose()
 
 
+async def answer_chat(services: Services, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]:
+    """The chat outcome from the virtual models that serve body.model (the router, with its headers saying
+    what it chose), else from serving (no extra headers). A tuple, so that _unless_gone closes it when the
+    client left meanwhile."""
+    virtual = services.virtual(body.model)
+    if virtual is not None:
+        return await virtual.chat(body)
+    return await services.serving.chat(body), {}
+
+
 def _respond(outcome: Outcome, headers: dict[str, str] | None = None) -> Response:
     hdrs = {"x-lokal-model": outcome.model_id, **(headers or {})}
     if outcome.stream is not None:
@@ -99,11 +110,8 @@ async def get_model(services: ServicesDep, model_id: str) -> Response:
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
-    if services.virtual_models is not None and services.virtual_models.handles(body.model):
-        routed = await _unless_gone(request, services.virtual_models.chat(body))
-        return Response(status_code=CLIENT_GONE) if routed is None else _respond(*routed)
-    outcome = await _unless_gone(request, services.serving.chat(body))
-    return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
+    answered = await _unless_gone(request, answer_chat(services, body))
+    return Response(status_code=CLIENT_GONE) if answered is None else _respond(*answered)
 
 
 @router.post("/v1/completions")

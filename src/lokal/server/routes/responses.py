@@ -33,7 +33,7 @@ from lokal.server.body import parse_body
 from lokal.server.deps import ServicesDep
 from lokal.server.response_store import FILENAME, ResponseStore, StoredResponse
 from lokal.server.responses_adapter import Builder
-from lokal.server.routes.openai import CLIENT_GONE, _unless_gone
+from lokal.server.routes.openai import CLIENT_GONE, _unless_gone, answer_chat
 
 router = APIRouter()
 PATH = "/v1/responses"
@@ -73,11 +73,8 @@ class _Answer:
 
     async def start(self) -> tuple[Outcome, dict[str, str]]:
         """The primed chat outcome (a tuple, so that _unless_gone closes it when the client left meanwhile)."""
-        services, chat = self.services, self.chat
-        if services.virtual_models is not None and services.virtual_models.handles(chat.model):
-            self.outcome, self.headers = await services.virtual_models.chat(chat)
-        else:
-            self.outcome = await services.serving.chat(chat)
+        chat = self.chat
+        self.outcome, self.headers = await answer_chat(self.services, chat)
         self.builder.model = self.outcome.model_id or chat.model
         return self.outcome, self.headers
 
