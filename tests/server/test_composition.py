@@ -21,6 +21,9 @@ from fastapi import FastAPI
 
 import lokal
 from lokal.config import Settings
+from lokal.protocol.chat import ChatCompletionRequest
+from lokal.protocol.outcome import Outcome
+from lokal.protocol.outputs import ChatChoice, ChatCompletion, ChatMessage, Usage
 from lokal.rag.server import RagSearch
 from lokal.router.server import Routing
 from lokal.runtime.services import Feature, Services
@@ -155,16 +158,41 @@ def test_routing_adds_its_names_through_services(settings: Settings) -> None:
     assert "auto" not in asyncio.run(model_ids(create_app(settings, [OpenAIApi()])))
 
 
-def test_a_router_name_is_served_by_routing_only_when_it_is_installed(settings: Settings) -> None:
-    async def ask_auto(app: FastAPI) -> tuple[int, str | None]:
-        async with client(app) as c:
-            body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-            r = await c.post("/v1/chat/completions", json=body)
-            return r.status_code, r.json()["error"]["code"]
+class _Echo:
+    """Virtual models that claim one name and answer it whole, as the router would."""
 
-    assert asyncio.run(ask_auto(create_app(settings, [OpenAIApi()]))) == (404, "model_not_found")
-    # With no model cached the router has no candidate: its own answer, not the catalog's.
-    assert asyncio.run(ask_auto(create_app(settings, [OpenAIApi(), Routing()])))[1] == "no_route"
+    def handles(self, model: str) -> bool:
+        return model == "echo"
+
+    def names(self) -> list[str]:
+        return ["echo"]
+
+    async def chat(self, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]:
+        message = ChatMessage(content=body.messages[-1].text())
+        choice = ChatChoice(index=0, message=message, finish_reason="stop")
+        answer = ChatCompletion(id="chatcmpl-echo", created=0, model="echo", choices=[choice], usage=Usage.of(1, 1))
+        return Outcome(body=answer, model_id="echo"), {"x-lokal-route": "echo"}
+
+
+class _EchoFeature:
+    name = "echo"
+
+    def install(self, app: FastAPI, services: Services) -> None:
+        services.virtual_models = _Echo()
+
+
+def test_the_chat_routes_hand_a_virtual_model_name_to_the_feature_that_claims_it(settings: Settings) -> None:
+    async def ask(app: FastAPI, model: str) -> httpx.Response:
+        async with client(app) as c:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 2}
+            return await c.post("/v1/chat/completions", json=body)
+
+    plain = asyncio.run(ask(create_app(settings, [OpenAIApi()]), "echo"))
+    assert (plain.status_code, plain.json()["error"]["code"]) == (404, "model_not_found")
+    echoed = asyncio.run(ask(create_app(settings, [OpenAIApi(), _EchoFeature()]), "echo"))
+    assert echoed.status_code == 200, echoed.text
+    assert echoed.json()["choices"][0]["message"]["content"] == "hi there"
+    assert (echoed.headers["x-lokal-model"], echoed.headers["x-lokal-route"]) == ("echo", "echo")
 
 
 def test_an_optional_feature_missing_an_extra_is_left_out(
