@@ -11,10 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from lokal.errors import LokalError
-from lokal.rag import server as rag_server
 from lokal.rag.index import Index
 from lokal.rag.ingest import ingest
 from lokal.rag.routes import create_router
+from lokal.rag.server import RagSearch
 from tests.rag.helpers import Ingested, copy_collection, serve_app
 
 
@@ -117,9 +117,9 @@ def test_a_new_ingest_is_seen_without_restart(
     assert "Gondor" in api.post("/v1/rag/search", json=query).json()["data"][0]["text"]
 
 
-def test_server_extension_mounts_the_routes(ingested: Ingested) -> None:
+def test_server_feature_mounts_the_routes(ingested: Ingested) -> None:
     app = FastAPI()
-    rag_server.install(app, SimpleNamespace(settings=SimpleNamespace(home=ingested.home)))  # type: ignore[arg-type]
+    RagSearch().install(app, SimpleNamespace(settings=SimpleNamespace(home=ingested.home)))  # type: ignore[arg-type]
     with serve_app(app) as url:
         r = httpx.get(f"{url}/v1/rag/collections", timeout=10)
     assert r.status_code == 200 and [c["name"] for c in r.json()["data"]] == ["docs"]

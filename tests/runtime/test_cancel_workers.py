@@ -23,8 +23,8 @@ from lokal.protocol.embeddings import EmbeddingRequest
 from lokal.protocol.sse import encode
 from lokal.runtime.batch_worker import BatchWorker
 from lokal.runtime.manager import ModelManager
+from lokal.runtime.metrics import Metrics
 from lokal.runtime.worker import ModelWorker
-from lokal.server.metrics import Metrics
 from lokal.server.serving import Serving
 
 

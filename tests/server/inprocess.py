@@ -13,7 +13,7 @@ from lokal.catalog.spec import Variant
 from lokal.config import Settings
 from lokal.engines.base import Engine
 from lokal.runtime.manager import ModelManager
-from lokal.server.app import build_state, create_app
+from lokal.server.app import build_services, create_app
 from lokal.server.serving import Serving
 from tests.support.models import write_catalog
 from tests.support.server import run_app
@@ -24,8 +24,8 @@ def serve(home: Path, entries: list[dict[str, Any]], make_engine: Callable[[Vari
     """A server on the catalog `entries`, each variant's engine made by `make_engine`; yields its base URL."""
     write_catalog(home, entries)
     settings = Settings(home=home, offline=True)  # type: ignore[call-arg]
-    state = build_state(settings)
-    state.manager = ModelManager(settings, state.catalog.resolve, state.locate, make_engine)
-    state.serving = Serving(state.manager, state.metrics)
-    with run_app(create_app(settings, state)) as url:
+    services = build_services(settings)
+    services.manager = ModelManager(settings, services.catalog.resolve, services.locate, make_engine)
+    services.serving = Serving(services.manager, services.metrics)
+    with run_app(create_app(settings, services=services)) as url:
         yield url

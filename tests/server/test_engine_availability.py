@@ -13,7 +13,7 @@ import pytest
 from lokal.config import Settings
 from lokal.runtime import engines
 from lokal.runtime.engines import LLAMACPP_INSTALL
-from lokal.server.app import build_state, create_app
+from lokal.server.app import build_services, create_app
 from tests.support.models import write_catalog
 from tests.support.server import run_app
 
@@ -33,7 +33,7 @@ def base_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                                        {"id": "both-int4-onnx-cpu:1", "engine": "onnx", "path": str(onnx)}]},
     ])  # fmt: skip
     settings = Settings(home=home, offline=True, device="cpu")  # type: ignore[call-arg]
-    with run_app(create_app(settings, build_state(settings))) as url:
+    with run_app(create_app(settings, services=build_services(settings))) as url:
         yield url
 
 

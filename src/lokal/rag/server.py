@@ -1,4 +1,4 @@
-"""Hook for `lokal serve` (lokal.server.extensions): mounts the /v1/rag routes on the app."""
+"""The RAG search feature of `lokal serve`: mounts the /v1/rag routes on the app."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from lokal.rag.routes import create_router
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from lokal.server.state import AppState
+    from lokal.runtime.services import Services
 
 
-def install(app: FastAPI, state: AppState) -> None:
-    app.include_router(create_router(home=state.settings.home))
+class RagSearch:
+    name = "rag"
+
+    def install(self, app: FastAPI, services: Services) -> None:
+        app.include_router(create_router(home=services.settings.home))

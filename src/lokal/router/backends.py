@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lokal.engines.base import ToolCallDelta
 from lokal.protocol.chat import ChatCompletionRequest
@@ -24,6 +24,9 @@ from lokal.protocol.common import StreamOptions, as_dict
 from lokal.protocol.outputs import ChatCompletion
 from lokal.protocol.sse import Item
 from lokal.router.catalog import Endpoint
+
+if TYPE_CHECKING:  # type only: `lokal route` against remote endpoints loads no model runtime
+    from lokal.runtime.services import ServingView
 
 # Parameters forwarded to an upstream (and the ones that change an answer, so the cache keys on them).
 FORWARDED_PARAMS = (
@@ -155,8 +158,8 @@ def answer_text(body: ChatCompletion) -> str:
 class InProcessBackend:
     """The server's own models: ``Serving.chat`` with the client's request, model replaced by the candidate's."""
 
-    def __init__(self, serving: Any) -> None:
-        self.serving = serving  # lokal.server.serving.Serving (typed loosely: the router does not import server/)
+    def __init__(self, serving: ServingView) -> None:
+        self.serving = serving
 
     def _request(self, target: Target, call: ChatCall, stream: bool) -> ChatCompletionRequest:
         if call.body is None:

@@ -1,7 +1,7 @@
 """Server feature: ``model="auto"`` (and router presets) in /v1/chat/completions.
 
-Installed by ``lokal.server.extensions`` as ``install(app, state)``; it sets ``state.router`` to a hook the
-chat route consults. Requests run through the router's executor: local candidates through the server's own
+The ``Routing`` feature (installed by ``create_app``) sets ``services.virtual_models`` to a hook the chat
+routes consult. Requests run through the router's executor: local candidates through the server's own
 serving path (the client's request with its model replaced, so metrics, queues, TTLs, tools, json_schema and
 logprobs apply as for a direct request), remote ones over HTTP. Streams are relayed chunk by chunk from either.
 Set ``LOKAL_ROUTER_WARM=1`` to load MiniLM at start-up instead of on the first request.
@@ -17,13 +17,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from lokal.protocol.chat import ChatCompletionRequest
+from lokal.protocol.outcome import ManagedStream, Outcome
 from lokal.protocol.sse import Item
 from lokal.router.backends import EXTENSION_PARAMS, STRUCTURED_PARAMS, InProcessBackend
 from lokal.router.executor import Executor, RoutedRequest, RoutedStream
 from lokal.router.serving import ServedRouter
-from lokal.server.serving import Outcome
-from lokal.server.state import AppState
-from lokal.server.streaming import ManagedStream
+from lokal.runtime.services import Services
 
 
 def request_of(body: ChatCompletionRequest) -> RoutedRequest:
@@ -49,7 +48,7 @@ async def _items(stream: RoutedStream) -> AsyncGenerator[Item, None]:
 
 
 class RouterHook:
-    """What the chat route calls for router model names (``AppState.router``)."""
+    """What the chat routes call for router model names (``Services.virtual_models``)."""
 
     def __init__(self, served: ServedRouter, executor: Executor) -> None:
         self.served = served
@@ -71,24 +70,29 @@ class RouterHook:
         return Outcome(body=res.completion, model_id=res.model_id), res.headers
 
 
-def install(app: FastAPI, state: AppState) -> None:
-    def local_models() -> list[Any]:
-        out = []
-        for spec in state.catalog.specs():
-            if spec.task == "chat-completion" and state.is_cached(state.catalog.best_variant(spec)):
-                out.append(spec)
-        return out
+class Routing:
+    """The feature: router names in the chat routes and /v1/models, and GET /lokal/router."""
 
-    def loaded() -> set[str]:
-        return {lm.spec.alias for lm in state.manager.loaded()}
+    name = "routing"
 
-    served = ServedRouter.from_home(state.settings.home, local_models, loaded)
-    state.router = RouterHook(served, Executor(served.router, local=InProcessBackend(state.serving)))
-    state.extras["router"] = served
+    def install(self, app: FastAPI, services: Services) -> None:
+        def local_models() -> list[Any]:
+            out = []
+            for spec in services.catalog.specs():
+                if spec.task == "chat-completion" and services.is_cached(services.catalog.best_variant(spec)):
+                    out.append(spec)
+            return out
 
-    @app.get("/lokal/router")
-    async def router_status() -> dict[str, Any]:
-        return served.status()
+        def loaded() -> set[str]:
+            return {lm.spec.alias for lm in services.manager.loaded()}
 
-    if state.settings.router_warm:
-        threading.Thread(target=served.warm, name="router-warm", daemon=True).start()
+        served = ServedRouter.from_home(services.settings.home, local_models, loaded)
+        services.virtual_models = RouterHook(served, Executor(served.router, local=InProcessBackend(services.serving)))
+        services.extras["router"] = served
+
+        @app.get("/lokal/router")
+        async def router_status() -> dict[str, Any]:
+            return served.status()
+
+        if services.settings.router_warm:
+            threading.Thread(target=served.warm, name="router-warm", daemon=True).start()

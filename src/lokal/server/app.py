@@ -1,11 +1,12 @@
-"""create_app: wires settings, catalog, runtime, serving and routes into one FastAPI application."""
+"""create_app: builds the Services (catalog, manager, serving, metrics) and installs a list of features on one
+FastAPI application; by default every feature `lokal serve` has (server/features.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,13 +23,13 @@ from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError
 from lokal.runtime.engines import make_engine
 from lokal.runtime.manager import ModelManager
+from lokal.runtime.metrics import Metrics
+from lokal.runtime.services import Feature, Services
 from lokal.server.access_log import AccessLog
 from lokal.server.body import validation_message
+from lokal.server.features import default_features
 from lokal.server.front_door import FrontDoor, error_response
-from lokal.server.metrics import Metrics
-from lokal.server.routes import admin, messages, openai, responses
 from lokal.server.serving import Serving
-from lokal.server.state import AppState
 
 log = logging.getLogger("lokal.server")
 
@@ -40,7 +41,7 @@ def locate_artifact(cache: Cache, variant: Variant) -> Path | None:
     return cache.path_for(variant) if cache.is_cached(variant) else None
 
 
-def build_state(settings: Settings) -> AppState:
+def build_services(settings: Settings) -> Services:
     catalog = LiveCatalog(settings)
 
     cache = Cache(settings)
@@ -52,7 +53,7 @@ def build_state(settings: Settings) -> AppState:
     # install command before anything is downloaded or loaded for it.
     manager = ModelManager(settings, catalog.resolve_runnable, locate, lambda variant: make_engine(variant, settings))
     metrics = Metrics()
-    return AppState(
+    return Services(
         settings=settings,
         catalog=catalog,
         manager=manager,
@@ -66,35 +67,41 @@ Prepare = Callable[[threading.Event], str]  # start-up work (the default model);
 
 
 def create_app(
-    settings: Settings | None = None, state: AppState | None = None, prepare: Prepare | None = None
+    settings: Settings | None = None,
+    features: Sequence[Feature] | None = None,
+    *,
+    services: Services | None = None,
+    prepare: Prepare | None = None,
 ) -> FastAPI:
-    """`prepare` runs in a thread once the port is open: /health answers 503 "starting" until it is done,
-    so service managers and the Foundry SDK see a live server that is not ready yet, rather than no server."""
+    """`features` are installed in order (default: server.features.default_features()); `services` replaces
+    the ones built from `settings` (a test's own engines). `prepare` runs in a thread once the port is open:
+    /health answers 503 "starting" until it is done, so service managers and the Foundry SDK see a live server
+    that is not ready yet, rather than no server."""
     settings = settings or get_settings()
-    state = state or build_state(settings)
+    services = services or build_services(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.manager.start()
+        services.manager.start()
         cancel = threading.Event()
-        state.starting = prepare is not None
-        task = asyncio.create_task(_start(state, prepare, cancel))
+        services.starting = prepare is not None
+        task = asyncio.create_task(_start(services, prepare, cancel))
         try:
             yield
         finally:
             cancel.set()  # a default-model download in flight stops at its next chunk
             task.cancel()
-            state.ready = False
-            await state.manager.close()
+            services.ready = False
+            await services.manager.close()
 
     app = FastAPI(title="lokal", version="0.1.0", lifespan=lifespan)
-    app.state.lokal = state
+    app.state.lokal = services
 
     def count(method: str, route: str, status: int) -> None:
-        state.metrics.requests.labels(route, method, str(status)).inc()
+        services.metrics.requests.labels(route, method, str(status)).inc()
 
     # Starlette wraps the last added middleware outermost: CORS answers preflights before the front door.
-    app.add_middleware(FrontDoor, settings=settings, is_starting=lambda: state.starting, count=count)
+    app.add_middleware(FrontDoor, settings=settings, is_starting=lambda: services.starting, count=count)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
@@ -118,30 +125,20 @@ def create_app(
         body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}}
         return JSONResponse(body, status_code=exc.status_code)
 
-    app.include_router(openai.router)
-    app.include_router(messages.router)
-    app.include_router(responses.router)
-    app.include_router(admin.router)
-    _install_optional(app, state)
+    for feature in default_features() if features is None else features:
+        feature.install(app, services)
     return app
 
 
-async def _start(state: AppState, prepare: Prepare | None, cancel: threading.Event) -> None:
+async def _start(services: Services, prepare: Prepare | None, cancel: threading.Event) -> None:
     try:
         if prepare is not None:
-            state.extras["default_model"] = await asyncio.to_thread(prepare, cancel)
+            services.extras["default_model"] = await asyncio.to_thread(prepare, cancel)
     except Exception:  # the server still serves whatever else is cached
         log.exception("start-up preparation failed")
     finally:
-        state.starting = False
-        state.ready = True
+        services.starting = False
+        services.ready = True
 
 
-def _install_optional(app: FastAPI, state: AppState) -> None:
-    """Features that live in other packages (router, RAG, playground, Foundry): each registers itself."""
-    from lokal.server import extensions
-
-    extensions.install(app, state)
-
-
-__all__ = ["create_app", "build_state", "error_response", "validation_message"]
+__all__ = ["create_app", "build_services", "error_response", "validation_message"]

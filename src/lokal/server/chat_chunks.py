@@ -8,7 +8,7 @@ from typing import Any
 
 from lokal.protocol import sse
 from lokal.protocol.common import as_dict
-from lokal.server.serving import Outcome
+from lokal.protocol.outcome import Outcome
 
 
 def whole_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,10 +30,11 @@ from lokal.catalog.spec import ModelSpec, Variant
 from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
 from lokal.protocol.decode import load_json
 from lokal.runtime.engines import ENGINES
+from lokal.runtime.services import Services
 from lokal.server.body import validation_message
+from lokal.server.deps import ServicesDep
 from lokal.server.download_pool import DownloadPool
 from lokal.server.routes.admin import check_ttl
-from lokal.server.state import AppState
 
 log = logging.getLogger("lokal.server.foundry")
 
@@ -109,18 +110,18 @@ PROMPT_TEMPLATES: dict[str, dict[str, str]] = {
 # -- catalog entries ---------------------------------------------------------------------------------------
 
 
-def ordered_variants(state: AppState) -> list[tuple[ModelSpec, Variant]]:
+def ordered_variants(services: Services) -> list[tuple[ModelSpec, Variant]]:
     """Every variant, each alias's variants best-first for this machine.
 
     The SDK picks the first catalog entry of an alias, so this order is how `get_model_info(alias)` agrees
     with Catalog.resolve(alias): the variant it picks (device and installed engines) first, then GPU before CPU
     when a GPU is present, devices this machine lacks last.
     """
-    devices = hardware.devices(state.settings)
+    devices = hardware.devices(services.settings)
     rank = {d: i for i, d in enumerate(devices)}
     out: list[tuple[ModelSpec, Variant]] = []
-    for spec in state.catalog.specs():
-        chosen = state.catalog.best_variant(spec)  # first: resolution also weighs which engines are installed
+    for spec in services.catalog.specs():
+        chosen = services.catalog.best_variant(spec)  # first: resolution also weighs which engines are installed
         ranked = sorted(
             enumerate(spec.variants),
             key=lambda iv: (iv[1] is not chosen, rank.get(iv[1].device, len(rank)), iv[0]),
@@ -129,13 +130,13 @@ def ordered_variants(state: AppState) -> list[tuple[ModelSpec, Variant]]:
     return out
 
 
-def _uri(state: AppState, variant: Variant) -> str:
+def _uri(services: Services, variant: Variant) -> str:
     if variant.is_upstream:
         return variant.base_url or ""
     if variant.path:
         return Path(variant.path).expanduser().absolute().as_uri()
     try:
-        return source_url(variant, state.settings)
+        return source_url(variant, services.settings)
     except LokalError:
         return ""
 
@@ -150,10 +151,10 @@ def _provider_type(variant: Variant) -> str:
     return "HuggingFace"
 
 
-def _size_mb(state: AppState, variant: Variant) -> int:
+def _size_mb(services: Services, variant: Variant) -> int:
     size = variant.size_bytes
     if size is None and variant.needs_artifact:
-        path = state.locate(variant)
+        path = services.locate(variant)
         if path is not None and path.is_file():
             size = path.stat().st_size
         elif path is not None and path.is_dir():
@@ -161,15 +162,15 @@ def _size_mb(state: AppState, variant: Variant) -> int:
     return round((size or 0) / 2**20)
 
 
-def list_entry(state: AppState, spec: ModelSpec, variant: Variant) -> dict[str, Any]:
+def list_entry(services: Services, spec: ModelSpec, variant: Variant) -> dict[str, Any]:
     """One /foundry/list element, every field the SDK's FoundryListResponseModel requires."""
-    hub = state.settings.hf_endpoint.rstrip("/")
+    hub = services.settings.hf_endpoint.rstrip("/")
     return {
         "name": variant.id,
         "displayName": spec.display_name or spec.alias,
         "modelType": MODEL_TYPES.get(variant.engine, variant.engine),
         "providerType": _provider_type(variant),
-        "uri": _uri(state, variant),
+        "uri": _uri(services, variant),
         "version": str(variant.version),
         "promptTemplate": PROMPT_TEMPLATES.get((spec.chat_template or "").lower()),
         "publisher": spec.publisher,
@@ -178,7 +179,7 @@ def list_entry(state: AppState, spec: ModelSpec, variant: Variant) -> dict[str, 
             "deviceType": DEVICE_TYPES.get(variant.device, "CPU"),
             "executionProvider": EXECUTION_PROVIDERS.get(variant.device, "CPUExecutionProvider"),
         },
-        "fileSizeMb": _size_mb(state, variant),
+        "fileSizeMb": _size_mb(services, variant),
         "modelSettings": {"parameters": []},
         "alias": spec.alias,
         "supportsToolCalling": spec.supports_tools,
@@ -229,15 +230,15 @@ def _progress_line(variant: Variant, done: int, total: int | None) -> str:
     return f"{min(100.0, 100.0 * done / total):5.1f}% {variant.filename} {mb}\n"
 
 
-def _pool(state: AppState) -> DownloadPool:
-    """The app's download pool (install() makes it; a bare state gets one on first use)."""
-    pool = state.extras.get(_POOL_KEY)
+def _pool(services: Services) -> DownloadPool:
+    """The app's download pool (install() makes it; Services built without it get one on first use)."""
+    pool = services.extras.get(_POOL_KEY)
     if not isinstance(pool, DownloadPool):
-        pool = state.extras[_POOL_KEY] = DownloadPool()
+        pool = services.extras[_POOL_KEY] = DownloadPool()
     return pool
 
 
-async def _download_stream(state: AppState, variant: Variant, token: str | None) -> AsyncIterator[str]:
+async def _download_stream(services: Services, variant: Variant, token: str | None) -> AsyncIterator[str]:
     """Progress lines while the blocking download runs on a download thread, then one JSON outcome line.
 
     Downloads never use asyncio's default thread pool (model loads do): see download_pool.py.
@@ -256,9 +257,9 @@ async def _download_stream(state: AppState, variant: Variant, token: str | None)
     def run() -> Downloaded:
         if cancel.is_set():  # the client left while this waited for a slot
             raise DownloadError("download cancelled", code="download_cancelled")
-        return fetch(variant, state.settings, token=token, progress=progress, cancel=cancel, warn=warn)
+        return fetch(variant, services.settings, token=token, progress=progress, cancel=cancel, warn=warn)
 
-    pool = _pool(state)
+    pool = _pool(services)
     try:
         task = pool.submit(run, cancel)
     except RuntimeError as exc:  # shutting down
@@ -306,22 +307,15 @@ async def _download_stream(state: AppState, variant: Variant, token: str | None)
 router = APIRouter(tags=["foundry"])
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lokal
-    return state
-
-
 @router.get("/foundry/list")
-async def foundry_list(request: Request) -> list[dict[str, Any]]:
-    state = _state(request)
-    return [list_entry(state, spec, variant) for spec, variant in ordered_variants(state)]
+async def foundry_list(services: ServicesDep) -> list[dict[str, Any]]:
+    return [list_entry(services, spec, variant) for spec, variant in ordered_variants(services)]
 
 
 @router.get("/openai/status")
-async def openai_status(request: Request) -> dict[str, Any]:
-    state = _state(request)
+async def openai_status(request: Request, services: ServicesDep) -> dict[str, Any]:
     endpoints = [str(request.base_url).rstrip("/")]
-    model_dir = str(state.settings.models_dir)
+    model_dir = str(services.settings.models_dir)
     # The SDK reads camelCase; Foundry's REST reference spells the same fields in PascalCase.
     return {
         "endpoints": endpoints,
@@ -334,19 +328,18 @@ async def openai_status(request: Request) -> dict[str, Any]:
 
 
 @router.get("/openai/models")
-async def openai_models(request: Request) -> list[str]:
-    state = _state(request)
-    return [variant.id for _, variant in ordered_variants(state) if state.is_cached(variant)]
+async def openai_models(services: ServicesDep) -> list[str]:
+    return [variant.id for _, variant in ordered_variants(services) if services.is_cached(variant)]
 
 
 @router.get("/openai/loadedmodels")
-async def openai_loaded(request: Request) -> list[str]:
-    return [lm.id for lm in _state(request).manager.loaded()]
+async def openai_loaded(services: ServicesDep) -> list[str]:
+    return [lm.id for lm in services.manager.loaded()]
 
 
 @router.get("/openai/load/{name}")
 async def openai_load(
-    request: Request, name: str, ttl: float | None = None, unload: bool = True, ep: str | None = None
+    services: ServicesDep, name: str, ttl: float | None = None, unload: bool = True, ep: str | None = None
 ) -> dict[str, Any]:
     """Load a model. `ttl` > 0 sets its idle lifetime; `unload=false` without ttl keeps it loaded.
 
@@ -359,20 +352,20 @@ async def openai_load(
     else:
         keep = None
     try:
-        lm = await _state(request).manager.get(name, ttl=keep)
+        lm = await services.manager.get(name, ttl=keep)
     except ModelNotDownloaded as exc:
         raise ModelNotDownloaded(f"{NOT_DOWNLOADED_PHRASE} {name}: {exc.message}", param="model") from None
     return {"id": lm.id, "alias": lm.spec.alias, "ttl": lm.ttl, "loadSeconds": lm.engine.info.load_seconds}
 
 
 @router.get("/openai/unload/{name}")
-async def openai_unload(request: Request, name: str, force: bool = False) -> dict[str, Any]:
-    return {"unloaded": await _state(request).manager.unload(name, force=force)}
+async def openai_unload(services: ServicesDep, name: str, force: bool = False) -> dict[str, Any]:
+    return {"unloaded": await services.manager.unload(name, force=force)}
 
 
 @router.get("/openai/unloadall")
-async def openai_unload_all(request: Request) -> dict[str, Any]:
-    manager = _state(request).manager
+async def openai_unload_all(services: ServicesDep) -> dict[str, Any]:
+    manager = services.manager
     ids = [lm.id for lm in manager.loaded()]
     for model_id in ids:
         await manager.unload(model_id, force=True)
@@ -380,44 +373,48 @@ async def openai_unload_all(request: Request) -> dict[str, Any]:
 
 
 @router.post("/openai/download")
-async def openai_download(request: Request) -> Response:
+async def openai_download(request: Request, services: ServicesDep) -> Response:
     """Stream progress lines ("NN.N% file a/b MB"), then {"success": bool, "errorMessage": str|null}.
 
     The request's Uri is not trusted: the catalog entry named by model.Name says where the bytes come from.
     """
-    state = _state(request)
     try:
         body = DownloadRequest.model_validate(load_json(await request.body()))
-        _, variant = state.catalog.resolve(body.name)
+        _, variant = services.catalog.resolve(body.name)
     except ValidationError as exc:
         message, _ = validation_message(exc)
         return JSONResponse({"success": False, "errorMessage": message}, status_code=400)
     except LokalError as exc:
         return JSONResponse({"success": False, "errorMessage": exc.message}, status_code=exc.status_code)
-    if state.is_cached(variant):
+    if services.is_cached(variant):
         return StreamingResponse(
             iter([f"100.0% {variant.filename} already in the cache\n", _outcome(True, None)]),
             media_type="text/plain; charset=utf-8",
         )
     return StreamingResponse(
-        _download_stream(state, variant, body.token),
+        _download_stream(services, variant, body.token),
         media_type="text/plain; charset=utf-8",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def install(app: FastAPI, state: AppState) -> None:
-    app.include_router(router)
-    pool = state.extras[_POOL_KEY] = DownloadPool()
-    # Stop downloads when the app shuts down: wrap its lifespan rather than edit the app factory's.
-    inner = app.router.lifespan_context
+class FoundryApi:
+    """The feature: these routes, and a download pool that stops with the app."""
 
-    @asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        async with inner(a) as value:
-            try:
-                yield value
-            finally:
-                pool.close()
+    name = "foundry"
 
-    app.router.lifespan_context = lifespan
+    def install(self, app: FastAPI, services: Services) -> None:
+        app.include_router(router)
+        pool = services.extras[_POOL_KEY] = DownloadPool()
+        # Stop downloads when the app shuts down: wrap its lifespan rather than edit the app factory's.
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(a: Any) -> AsyncIterator[Any]:
+            async with inner(a) as value:
+                try:
+                    yield value
+                finally:
+                    pool.close()
+
+        app.router.lifespan_context = lifespan

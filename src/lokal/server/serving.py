@@ -29,25 +29,16 @@ from lokal.protocol.common import SamplingParams, new_id, now
 from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
 from lokal.protocol.logprobs import chat_logprobs, completion_logprobs
+from lokal.protocol.outcome import ManagedStream, Outcome
 from lokal.protocol.sse import Item
 from lokal.runtime.manager import LoadedModel, ModelManager
+from lokal.runtime.metrics import Metrics
 from lokal.server.choices import ChoiceReader, ToolPlan
-from lokal.server.metrics import Metrics
-from lokal.server.streaming import Choice, ManagedStream, chat_items, completion_items, merged
+from lokal.server.streaming import Choice, chat_items, completion_items, merged
 from lokal.toolcalls import family_for, tool_constraint
 
 Kind = Literal["chat", "completion"]
 FIRST_EVENT_WAIT_S = 1.0  # how long a stream waits for the engine before its headers go out anyway
-
-
-@dataclass(slots=True)
-class Outcome:
-    """A whole answer (body), or a stream of chunks (serialised JSON or typed, without the final [DONE]);
-    lokal.protocol.common.as_dict reads either as the dicts a client would get."""
-
-    body: out.ChatCompletion | out.Completion | None = None
-    stream: ManagedStream | None = None
-    model_id: str = ""
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -42,35 +42,6 @@ class Choice:
         elif not self.first.cancelled():
             self.first.exception()  # retrieved: an error already raised elsewhere is not logged as lost
         await self.events.aclose()  # type: ignore[attr-defined]
-
-
-class ManagedStream:
-    """Outcome.stream: the chunks, and a cleanup that runs once however the stream ends, even if it was
-    never iterated (a client that left just as the answer was ready)."""
-
-    __slots__ = ("_cleanup", "_done", "_gen")
-
-    def __init__(self, gen: AsyncGenerator[Item, None], cleanup: Callable[[], Awaitable[None]]) -> None:
-        self._gen = gen
-        self._cleanup = cleanup
-        self._done = False
-
-    def __aiter__(self) -> ManagedStream:
-        return self
-
-    def __anext__(self) -> Awaitable[Item]:
-        return self._gen.__anext__()
-
-    async def finish(self) -> None:
-        if not self._done:
-            self._done = True
-            await self._cleanup()
-
-    async def aclose(self) -> None:
-        try:
-            await self._gen.aclose()
-        finally:
-            await self.finish()
 
 
 async def chat_items(chunks: ChatChunks, c: Choice) -> AsyncIterator[Item]:
@@ -191,4 +162,4 @@ async def merged(streams: list[AsyncIterator[Item]]) -> AsyncGenerator[Item, Non
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["Choice", "ManagedStream", "chat_items", "chat_step", "completion_items", "merged"]
+__all__ = ["Choice", "chat_items", "chat_step", "completion_items", "merged"]

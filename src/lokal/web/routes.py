@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from lokal.errors import AuthenticationError
-from lokal.server.state import AppState
+from lokal.runtime.services import Services
 from lokal.web.models import WebModels, content_type
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -58,51 +58,56 @@ class _RevalidatedStatic(StaticFiles):
         return response
 
 
-def install(app: FastAPI, state: AppState) -> None:
-    models = WebModels(state.settings, state.catalog.specs)
-    key = state.settings.api_key
+class Playground:
+    """The feature: the page, its assets and the web models."""
 
-    def check_key(request: Request) -> None:
-        if not key:
-            return
-        given = request.cookies.get(KEY_COOKIE, "")
-        bearer = request.headers.get("authorization", "")
-        if not (
-            hmac.compare_digest(given.encode(), key.encode())
-            or hmac.compare_digest(bearer.encode(), f"Bearer {key}".encode())
-        ):
-            raise AuthenticationError("web model files need the API key: enter it under Settings → API key")
+    name = "playground"
 
-    @app.get("/", include_in_schema=False)
-    async def playground() -> FileResponse:
-        return FileResponse(INDEX, media_type="text/html; charset=utf-8", headers={**_NO_STALE, **ISOLATION})
+    def install(self, app: FastAPI, services: Services) -> None:
+        models = WebModels(services.settings, services.catalog.specs)
+        key = services.settings.api_key
 
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> FileResponse:
-        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml", headers=ISOLATION)
+        def check_key(request: Request) -> None:
+            if not key:
+                return
+            given = request.cookies.get(KEY_COOKIE, "")
+            bearer = request.headers.get("authorization", "")
+            if not (
+                hmac.compare_digest(given.encode(), key.encode())
+                or hmac.compare_digest(bearer.encode(), f"Bearer {key}".encode())
+            ):
+                raise AuthenticationError("web model files need the API key: enter it under Settings → API key")
 
-    @app.get("/lokal/web/models", include_in_schema=False)
-    async def web_models() -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [m.card() for m in models.listing()]})
+        @app.get("/", include_in_schema=False)
+        async def playground() -> FileResponse:
+            return FileResponse(INDEX, media_type="text/html; charset=utf-8", headers={**_NO_STALE, **ISOLATION})
 
-    @app.get("/lokal/web/models/{model_id}", include_in_schema=False)
-    async def web_model(model_id: str) -> JSONResponse:
-        model = models.get(model_id)
-        if model.id == models.minilm().id:  # exported from the packaged weights on first use (seconds)
-            await asyncio.to_thread(models.ensure_minilm)
-        return JSONResponse(model.card())
+        @app.get("/favicon.ico", include_in_schema=False)
+        async def favicon() -> FileResponse:
+            return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml", headers=ISOLATION)
 
-    @app.post("/lokal/web/models/{model_id}/pull", include_in_schema=False)
-    async def web_pull(model_id: str) -> JSONResponse:
-        return JSONResponse((await models.pull(model_id)).card())
+        @app.get("/lokal/web/models", include_in_schema=False)
+        async def web_models() -> JSONResponse:
+            return JSONResponse({"object": "list", "data": [m.card() for m in models.listing()]})
 
-    # Before the /static mount, so that it wins; under /static/ so the front door lets the page's own
-    # fetches through (this handler checks the key itself). FileResponse answers Range requests.
-    @app.get("/static/models/{model_id}/{file_path:path}", include_in_schema=False)
-    async def web_file(request: Request, model_id: str, file_path: str) -> FileResponse:
-        check_key(request)
-        path = await models.file(model_id, file_path)
-        # Weights change only when re-written (synth, pull): the page's Cache Storage keeps them anyway.
-        return FileResponse(path, media_type=content_type(path), headers={**_NO_STALE, **ISOLATION})
+        @app.get("/lokal/web/models/{model_id}", include_in_schema=False)
+        async def web_model(model_id: str) -> JSONResponse:
+            model = models.get(model_id)
+            if model.id == models.minilm().id:  # exported from the packaged weights on first use (seconds)
+                await asyncio.to_thread(models.ensure_minilm)
+            return JSONResponse(model.card())
 
-    app.mount("/static", _RevalidatedStatic(directory=STATIC_DIR), name="static")
+        @app.post("/lokal/web/models/{model_id}/pull", include_in_schema=False)
+        async def web_pull(model_id: str) -> JSONResponse:
+            return JSONResponse((await models.pull(model_id)).card())
+
+        # Before the /static mount, so that it wins; under /static/ so the front door lets the page's own
+        # fetches through (this handler checks the key itself). FileResponse answers Range requests.
+        @app.get("/static/models/{model_id}/{file_path:path}", include_in_schema=False)
+        async def web_file(request: Request, model_id: str, file_path: str) -> FileResponse:
+            check_key(request)
+            path = await models.file(model_id, file_path)
+            # Weights change only when re-written (synth, pull): the page's Cache Storage keeps them anyway.
+            return FileResponse(path, media_type=content_type(path), headers={**_NO_STALE, **ISOLATION})
+
+        app.mount("/static", _RevalidatedStatic(directory=STATIC_DIR), name="static")

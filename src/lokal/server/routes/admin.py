@@ -1,4 +1,4 @@
-"""Operational endpoints: health, Prometheus metrics, and lokal's own model control (used by the CLI)."""
+"""Operational endpoints: health and lokal's own model control (used by the CLI)."""
 
 from __future__ import annotations
 
@@ -7,52 +7,22 @@ import os
 from typing import Any
 
 import psutil
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lokal.errors import InvalidRequest
-from lokal.server.state import AppState
+from lokal.runtime.services import Services
+from lokal.server.deps import ServicesDep
 
 router = APIRouter()
 MAX_TTL_SECONDS = 365 * 24 * 3600.0
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lokal
-    return state
-
-
 @router.get("/health")
-async def health(request: Request) -> Response:
-    state = _state(request)
-    if not state.ready:
+async def health(services: ServicesDep) -> Response:
+    if not services.ready:
         return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
-    return JSONResponse({"status": "ok", "loaded_models": len(state.manager.loaded())})
-
-
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    state = _state(request)
-    m = state.metrics
-    loaded = state.manager.loaded()
-    m.loaded_models.set(len(loaded))
-    for lm in loaded:
-        m.model_memory.labels(lm.spec.alias).set(lm.memory_bytes)
-        m.queue_depth.labels(lm.spec.alias).set(lm.worker.depth)
-        stats = lm.worker.stats()
-        for gauge, key in (
-            (m.slots, "slots"),
-            (m.slots_busy, "slots_busy"),
-            (m.waiting, "waiting"),
-            (m.batch_size, "batch_size"),
-            (m.decode_steps, "decode_steps"),
-            (m.prefix_reused, "prefix_reused_tokens"),
-        ):
-            if key in stats:
-                gauge.labels(lm.spec.alias).set(stats[key])
-    m.upstreams.rows = [(lm.spec.alias, row) for lm in loaded for row in replica_rows(lm.engine)]
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return JSONResponse({"status": "ok", "loaded_models": len(services.manager.loaded())})
 
 
 def _seconds(value: float) -> float | None:
@@ -70,7 +40,7 @@ def replica_rows(engine: object) -> list[dict[str, Any]]:
     return [dict(r) for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
-def ps_payload(state: AppState) -> dict[str, Any]:
+def ps_payload(services: Services) -> dict[str, Any]:
     return {
         "server_rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
         "models": [
@@ -90,14 +60,14 @@ def ps_payload(state: AppState) -> dict[str, Any]:
                 **lm.worker.stats(),  # slots, slots_busy, waiting; batching adds batch_size, decode_steps, ...
                 **({"replicas": rows} if (rows := replica_rows(lm.engine)) else {}),
             }
-            for lm in state.manager.loaded()
+            for lm in services.manager.loaded()
         ],
     }
 
 
 @router.get("/lokal/ps")
-async def ps(request: Request) -> dict[str, Any]:
-    return ps_payload(_state(request))
+async def ps(services: ServicesDep) -> dict[str, Any]:
+    return ps_payload(services)
 
 
 def check_ttl(ttl: float | None) -> float | None:
@@ -110,11 +80,11 @@ def check_ttl(ttl: float | None) -> float | None:
 
 
 @router.post("/lokal/models/{name:path}/load")
-async def load(request: Request, name: str, ttl: float | None = None) -> dict[str, Any]:
-    lm = await _state(request).manager.get(name, ttl=check_ttl(ttl))
+async def load(services: ServicesDep, name: str, ttl: float | None = None) -> dict[str, Any]:
+    lm = await services.manager.get(name, ttl=check_ttl(ttl))
     return {"alias": lm.spec.alias, "id": lm.id, "load_seconds": lm.engine.info.load_seconds}
 
 
 @router.post("/lokal/models/{name:path}/unload")
-async def unload(request: Request, name: str, force: bool = False) -> dict[str, Any]:
-    return {"unloaded": await _state(request).manager.unload(name, force=force)}
+async def unload(services: ServicesDep, name: str, force: bool = False) -> dict[str, Any]:
+    return {"unloaded": await services.manager.unload(name, force=force)}

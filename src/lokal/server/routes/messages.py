@@ -20,24 +20,20 @@ from lokal.errors import EngineError, InvalidRequest, LokalError
 from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.messages import CountTokensRequest, CountTokensResponse, ErrorBody, Message, MessagesRequest
+from lokal.protocol.outcome import Outcome
+from lokal.runtime.services import Services
 from lokal.server import chat_chunks
 from lokal.server.body import parse_body
+from lokal.server.deps import ServicesDep
 from lokal.server.front_door import error_response
 from lokal.server.messages_adapter import Translator
-from lokal.server.routes.openai import CLIENT_GONE, _unless_gone
-from lokal.server.serving import Outcome
-from lokal.server.state import AppState
+from lokal.server.routes.openai import CLIENT_GONE, _unless_gone, answer_chat
 from lokal.server.token_count import prompt_and_text_tokens, prompt_tokens
 
 log = logging.getLogger("lokal.server")
 router = APIRouter()
 PATH = "/v1/messages"
 CHARS_PER_TOKEN = 4  # the estimate for a model with no local tokenizer (an upstream), as engines/remote.py has
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lokal
-    return state
 
 
 def error_event(exc: LokalError) -> str:
@@ -47,19 +43,16 @@ def error_event(exc: LokalError) -> str:
 class _Answer:
     """One Messages answer in flight: the chat outcome it reads and the translator that turns it into events."""
 
-    def __init__(self, state: AppState, body: MessagesRequest, chat: ChatCompletionRequest) -> None:
-        self.state, self.body, self.chat = state, body, chat
+    def __init__(self, services: Services, body: MessagesRequest, chat: ChatCompletionRequest) -> None:
+        self.services, self.body, self.chat = services, body, chat
         self.outcome: Outcome | None = None
         self.headers: dict[str, str] = {}
         self.translator: Translator | None = None
 
     async def start(self) -> tuple[Outcome, dict[str, str]]:
         """The primed chat outcome (a tuple, so that _unless_gone closes it when the client left meanwhile)."""
-        state, chat = self.state, self.chat
-        if state.router is not None and state.router.handles(chat.model):
-            self.outcome, self.headers = await state.router.chat(chat)
-        else:
-            self.outcome = await state.serving.chat(chat)
+        chat = self.chat
+        self.outcome, self.headers = await answer_chat(self.services, chat)
         self.translator = Translator(self.outcome.model_id or chat.model, self.body.stop_sequences or ())
         return self.outcome, self.headers
 
@@ -102,7 +95,7 @@ class _Answer:
         text = "".join(tr.generated)
         counted = self.chat.model_copy(update={"model": self.outcome.model_id or self.chat.model})
         try:
-            tr.input_tokens, tr.output_tokens = await prompt_and_text_tokens(self.state.manager, counted, text)
+            tr.input_tokens, tr.output_tokens = await prompt_and_text_tokens(self.services.manager, counted, text)
         except LokalError:  # answered by an upstream the router reached: no local tokenizer to ask
             log.debug("no local tokenizer for %s; estimating its usage", counted.model)
             prompt = sum(len(m.text()) for m in self.chat.messages)
@@ -115,10 +108,10 @@ def _anthropic_error(exc: LokalError) -> JSONResponse:
 
 
 @router.post(PATH)
-async def create_message(request: Request) -> Response:
+async def create_message(request: Request, services: ServicesDep) -> Response:
     try:
         body = await parse_body(request, MessagesRequest)
-        answer = _Answer(_state(request), body, body.to_chat_stream())
+        answer = _Answer(services, body, body.to_chat_stream())
         if body.stream:
             started = await _unless_gone(request, answer.start())
             if started is None:
@@ -154,13 +147,13 @@ def _headers(answer: _Answer) -> dict[str, str]:
 
 
 @router.post(PATH + "/count_tokens")
-async def count_tokens(request: Request) -> Response:
+async def count_tokens(request: Request, services: ServicesDep) -> Response:
     try:
         body = await parse_body(request, CountTokensRequest)
-        state, chat = _state(request), body.to_chat()
-        if state.router is not None and state.router.handles(chat.model):
+        chat = body.to_chat()
+        if services.virtual(chat.model) is not None:
             raise _router_count(chat.model)
-        counted = await _unless_gone(request, prompt_tokens(state.manager, chat))
+        counted = await _unless_gone(request, prompt_tokens(services.manager, chat))
         if counted is None:
             return Response(status_code=CLIENT_GONE)
         return JSONResponse(CountTokensResponse(input_tokens=counted).model_dump())

@@ -21,20 +21,17 @@ from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
 from lokal.protocol.embeddings import EmbeddingRequest
+from lokal.protocol.outcome import Outcome
 from lokal.protocol.outputs import ModelList
+from lokal.runtime.services import Services
 from lokal.server.body import parse_body
-from lokal.server.serving import Outcome
-from lokal.server.state import AppState
+from lokal.server.deps import ServicesDep
+from lokal.server.model_cards import model_card, model_cards
 
 log = logging.getLogger("lokal.server")
 router = APIRouter()
 T = TypeVar("T")
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, but logs and metrics say what happened
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lokal
-    return state
 
 
 async def _disconnected(request: Request) -> None:
@@ -74,6 +71,16 @@ async def _discard(result: object) -> None:
         await outcome.stream.aclose()
 
 
+async def answer_chat(services: Services, body: ChatCompletionRequest) -> tuple[Outcome, dict[str, str]]:
+    """The chat outcome from the virtual models that serve body.model (the router, with its headers saying
+    what it chose), else from serving (no extra headers). A tuple, so that _unless_gone closes it when the
+    client left meanwhile."""
+    virtual = services.virtual(body.model)
+    if virtual is not None:
+        return await virtual.chat(body)
+    return await services.serving.chat(body), {}
+
+
 def _respond(outcome: Outcome, headers: dict[str, str] | None = None) -> Response:
     hdrs = {"x-lokal-model": outcome.model_id, **(headers or {})}
     if outcome.stream is not None:
@@ -91,37 +98,33 @@ def _json(body: BaseModel, headers: dict[str, str] | None = None) -> Response:
 
 
 @router.get("/v1/models")
-async def list_models(request: Request, all: bool = False) -> Response:
-    return _json(ModelList(data=_state(request).model_cards(include_all=all)))
+async def list_models(services: ServicesDep, all: bool = False) -> Response:
+    return _json(ModelList(data=model_cards(services, include_all=all)))
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(request: Request, model_id: str) -> Response:
-    return _json(_state(request).model_card(model_id))
+async def get_model(services: ServicesDep, model_id: str) -> Response:
+    return _json(model_card(services, model_id))
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    state = _state(request)
+async def chat_completions(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
-    if state.router is not None and state.router.handles(body.model):
-        routed = await _unless_gone(request, state.router.chat(body))
-        return Response(status_code=CLIENT_GONE) if routed is None else _respond(*routed)
-    outcome = await _unless_gone(request, state.serving.chat(body))
-    return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
+    answered = await _unless_gone(request, answer_chat(services, body))
+    return Response(status_code=CLIENT_GONE) if answered is None else _respond(*answered)
 
 
 @router.post("/v1/completions")
-async def completions(request: Request) -> Response:
+async def completions(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, CompletionRequest)
-    outcome = await _unless_gone(request, _state(request).serving.completion(body))
+    outcome = await _unless_gone(request, services.serving.completion(body))
     return Response(status_code=CLIENT_GONE) if outcome is None else _respond(outcome)
 
 
 @router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
+async def embeddings(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, EmbeddingRequest)
-    result = await _unless_gone(request, _state(request).serving.embeddings(body))
+    result = await _unless_gone(request, services.serving.embeddings(body))
     if result is None:
         return Response(status_code=CLIENT_GONE)
     # Thousands of vectors take a while to serialise: off the event loop, like the work that made them.

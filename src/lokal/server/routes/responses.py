@@ -23,37 +23,33 @@ from starlette.background import BackgroundTask
 from lokal.errors import InvalidRequest, LokalError, NotFound
 from lokal.protocol import sse
 from lokal.protocol.chat import ChatCompletionRequest
+from lokal.protocol.outcome import Outcome
 from lokal.protocol.responses_api import ResponsesRequest, read_items
 from lokal.protocol.responses_output import ItemList, ResponseDeleted, request_items
 from lokal.protocol.responses_output import Response as ResponseObject
+from lokal.runtime.services import Services
 from lokal.server import chat_chunks
 from lokal.server.body import parse_body
+from lokal.server.deps import ServicesDep
 from lokal.server.response_store import FILENAME, ResponseStore, StoredResponse
 from lokal.server.responses_adapter import Builder
-from lokal.server.routes.openai import CLIENT_GONE, _unless_gone
-from lokal.server.serving import Outcome
-from lokal.server.state import AppState
+from lokal.server.routes.openai import CLIENT_GONE, _unless_gone, answer_chat
 
 router = APIRouter()
 PATH = "/v1/responses"
-STORE_KEY = "response_store"  # AppState.extras: the store, made on the first request that needs it
+STORE_KEY = "response_store"  # Services.extras: the store, made on the first request that needs it
 MAX_PAGE = 100
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.lokal
-    return state
-
-
-def _store(state: AppState) -> ResponseStore:
-    store = state.extras.get(STORE_KEY)
+def _store(services: Services) -> ResponseStore:
+    store = services.extras.get(STORE_KEY)
     if not isinstance(store, ResponseStore):
-        store = state.extras[STORE_KEY] = ResponseStore(state.settings.home / FILENAME)
+        store = services.extras[STORE_KEY] = ResponseStore(services.settings.home / FILENAME)
     return store
 
 
-async def _stored(state: AppState, rid: str, param: str | None = None) -> StoredResponse:
-    found = await asyncio.to_thread(_store(state).get, rid)
+async def _stored(services: Services, rid: str, param: str | None = None) -> StoredResponse:
+    found = await asyncio.to_thread(_store(services).get, rid)
     if found is None:
         what = "Previous response" if param == "previous_response_id" else "Response"
         raise NotFound(f"{what} with id {rid!r} not found.", param=param)
@@ -64,20 +60,21 @@ class _Answer:
     """One response in flight: the chat outcome it reads and the builder that turns it into items and events."""
 
     def __init__(
-        self, state: AppState, body: ResponsesRequest, chat: ChatCompletionRequest, conversation: list[dict[str, Any]]
+        self,
+        services: Services,
+        body: ResponsesRequest,
+        chat: ChatCompletionRequest,
+        conversation: list[dict[str, Any]],
     ) -> None:
-        self.state, self.body, self.chat, self.conversation = state, body, chat, conversation
+        self.services, self.body, self.chat, self.conversation = services, body, chat, conversation
         self.builder = Builder(body, chat)
         self.outcome: Outcome | None = None
         self.headers: dict[str, str] = {}
 
     async def start(self) -> tuple[Outcome, dict[str, str]]:
         """The primed chat outcome (a tuple, so that _unless_gone closes it when the client left meanwhile)."""
-        state, chat = self.state, self.chat
-        if state.router is not None and state.router.handles(chat.model):
-            self.outcome, self.headers = await state.router.chat(chat)
-        else:
-            self.outcome = await state.serving.chat(chat)
+        chat = self.chat
+        self.outcome, self.headers = await answer_chat(self.services, chat)
         self.builder.model = self.outcome.model_id or chat.model
         return self.outcome, self.headers
 
@@ -135,18 +132,17 @@ class _Answer:
             output=[item.model_dump(mode="json") for item in response.output],
             response=response.model_dump(mode="json"),
         )
-        await asyncio.to_thread(_store(self.state).put, stored)
+        await asyncio.to_thread(_store(self.services).put, stored)
 
 
 @router.post(PATH)
-async def create_response(request: Request) -> Response:
-    state = _state(request)
+async def create_response(request: Request, services: ServicesDep) -> Response:
     body = await parse_body(request, ResponsesRequest)
     history: list[dict[str, Any]] = []
     if body.previous_response_id is not None:
-        history = (await _stored(state, body.previous_response_id, "previous_response_id")).conversation
+        history = (await _stored(services, body.previous_response_id, "previous_response_id")).conversation
     conversation = history + [item.model_dump(mode="json") for item in request_items(body)]
-    answer = _Answer(state, body, body.to_chat(read_items(conversation), stream=body.stream), conversation)
+    answer = _Answer(services, body, body.to_chat(read_items(conversation), stream=body.stream), conversation)
     if body.stream:
         started = await _unless_gone(request, answer.start())
         if started is None:
@@ -169,32 +165,32 @@ def _headers(answer: _Answer) -> dict[str, str]:
 
 
 @router.get(PATH + "/{response_id}")
-async def retrieve_response(request: Request, response_id: str, stream: bool = False) -> JSONResponse:
+async def retrieve_response(services: ServicesDep, response_id: str, stream: bool = False) -> JSONResponse:
     if stream:
         raise InvalidRequest(
             "stream=true replays a background response, and lokal runs none; retrieve without stream",
             param="stream",
         )
-    return JSONResponse((await _stored(_state(request), response_id)).response)
+    return JSONResponse((await _stored(services, response_id)).response)
 
 
 @router.delete(PATH + "/{response_id}")
-async def delete_response(request: Request, response_id: str) -> JSONResponse:
-    if not await asyncio.to_thread(_store(_state(request)).delete, response_id):
+async def delete_response(services: ServicesDep, response_id: str) -> JSONResponse:
+    if not await asyncio.to_thread(_store(services).delete, response_id):
         raise NotFound(f"Response with id {response_id!r} not found.")
     return JSONResponse(ResponseDeleted(id=response_id).model_dump(mode="json"))
 
 
 @router.get(PATH + "/{response_id}/input_items")
 async def list_input_items(
-    request: Request,
+    services: ServicesDep,
     response_id: str,
     limit: int = Query(default=20, ge=1, le=MAX_PAGE),
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> JSONResponse:
     """The conversation the response read (earlier turns of a continued one included), newest first by default."""
-    items = (await _stored(_state(request), response_id)).input
+    items = (await _stored(services, response_id)).input
     if order == "desc":
         items = items[::-1]
     if after is not None:
