@@ -185,6 +185,7 @@ def start(
                 "stop it or choose another port with LOKAL_PORT"
             )
         proc = _spawn(settings, serve_args)
+        _DETACHED.append(proc)
         port_path(settings).write_text(f"{port}\n", encoding="utf-8")
         # The pid file goes last: its presence means both files are complete.
         pid_path(settings).write_text(f"{proc.pid}\n", encoding="utf-8")
@@ -205,6 +206,11 @@ def start(
         raise ServiceError(
             f"lokal serve did not answer on {url} within {timeout:.0f}s; see {log_path(settings)}"
         )
+
+
+# The servers this process started and left running on purpose (found again by their pid file): held here so
+# that dropping the handle does not read as a leaked child (Popen warns when collected while its child runs).
+_DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def _spawn(settings: Settings, serve_args: tuple[str, ...]) -> subprocess.Popen[bytes]:

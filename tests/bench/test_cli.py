@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_bench_files_and_table(scripted: Factory, tmp_path: Path) -> None:
     assert step["summary"]["metrics"]["completion_tokens"]["mean"] == 5
     assert step["summary"]["metrics"]["ttft_s"]["p50"] >= 0.01
     assert data["models"][0]["model"] == "m"
-    assert list(csv.DictReader(out_csv.open()))[0]["success"] == "4"
+    assert list(csv.DictReader(io.StringIO(out_csv.read_text())))[0]["success"] == "4"
     assert out_html.exists() and (tmp_path / "r_plots" / "tokens_per_second.png").exists()
     assert srv.stats.max_in_flight == 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_bench_tiny_and_an_unknown_model(lokal_server: LokalServer, tmp_path: Pa
     (j,) = write_report(res, tmp_path / "r.json")
     assert json.loads(j.read_text())["models"][1]["status"] == "ok"
     (c,) = write_report(res, tmp_path / "r.csv")
-    assert [r["status"] for r in csv.DictReader(c.open())] == ["failed", "ok"]
+    assert [r["status"] for r in csv.DictReader(io.StringIO(c.read_text()))] == ["failed", "ok"]
     html, *pngs = write_report(res, tmp_path / "r.html")
     # One load level: latency and tokens/s plots, and no degenerate "vs concurrency" curve.
     assert html.exists() and len(pngs) == 2 and all(p.stat().st_size > 0 for p in pngs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_json_is_authoritative_and_round_trips(result: BenchResult, tmp_path: Pa
 
 def test_csv_has_a_row_per_model_and_level(result: BenchResult, tmp_path: Path) -> None:
     (path,) = write_report(result, tmp_path / "r.csv")
-    rows = list(csv.DictReader(path.open()))
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert [(r["model"], r["load"]) for r in rows] == [
         ("fast", "concurrency=1"),
         ("fast", "concurrency=2"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_every_bench_format_labels_the_synthetic_row(result: BenchResult, tmp_pa
     assert BenchResult.load(j).models[0].synthetic is True
 
     (c,) = write_report(result, tmp_path / "r.csv")
-    rows = {r["model"]: r for r in csv.DictReader(c.open())}
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(c.read_text()))}
     assert rows["phi-4-mini"]["synthetic"] == "true" and rows["real"]["synthetic"] == "false"
 
     (md,) = write_report(result, tmp_path / "r.md")

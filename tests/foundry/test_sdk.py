@@ -10,10 +10,12 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from foundry_local import FoundryLocalManager
+from foundry_local.client import HttpxClient
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -40,7 +42,25 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path, files: Files,
 
 
 @pytest.fixture(scope="module")
-def manager(env: FoundryHome) -> FoundryLocalManager:
+def sdk_clients() -> Iterator[None]:
+    """The SDK makes an httpx client each time it finds the service and never closes one: they are closed here,
+    or their sockets surface as ResourceWarnings in whichever later test the garbage collector runs in."""
+    made: list[HttpxClient] = []
+    init = HttpxClient.__init__
+
+    def tracked(self: HttpxClient, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HttpxClient, "__init__", tracked)
+        yield
+    for client in made:
+        client._client.close()
+
+
+@pytest.fixture(scope="module")
+def manager(env: FoundryHome, sdk_clients: None) -> FoundryLocalManager:
     """`FoundryLocalManager(alias)` from nothing: starts the service, downloads the model, loads it."""
     assert service.status(env.settings) is None
     return FoundryLocalManager("tiny-dl")
@@ -71,16 +91,16 @@ def test_catalog_and_model_info(manager: FoundryLocalManager) -> None:
 
 
 def test_chat_through_openai_client(manager: FoundryLocalManager) -> None:
-    client = OpenAI(base_url=manager.endpoint, api_key=manager.api_key, max_retries=0)
     info = manager.get_model_info("tiny-dl")  # the id the SDK hands back, "<name>:<version>"
     assert info is not None
-    r = client.chat.completions.create(model=info.id, messages=USER, max_tokens=6, temperature=0)
-    assert r.choices[0].message.content and r.usage is not None and r.usage.completion_tokens > 0
-    assert r.choices[0].finish_reason in {"stop", "length"}
+    with OpenAI(base_url=manager.endpoint, api_key=manager.api_key, max_retries=0) as client:
+        r = client.chat.completions.create(model=info.id, messages=USER, max_tokens=6, temperature=0)
+        assert r.choices[0].message.content and r.usage is not None and r.usage.completion_tokens > 0
+        assert r.choices[0].finish_reason in {"stop", "length"}
 
-    stream = client.chat.completions.create(model="tiny-dl", messages=USER, max_tokens=6, stream=True)
-    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
-    assert "".join(pieces)
+        stream = client.chat.completions.create(model="tiny-dl", messages=USER, max_tokens=6, stream=True)
+        pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+        assert "".join(pieces)
 
 
 def test_load_with_ttl_list_and_unload(manager: FoundryLocalManager, env: FoundryHome) -> None:
