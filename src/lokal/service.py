@@ -10,6 +10,7 @@ waits for the service: it imports nothing heavier than lokal.config, and talks H
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -202,6 +203,7 @@ def start(
                 )
             time.sleep(0.1)
         _terminate(proc.pid, 5.0)
+        _reap(proc.pid)
         _clear_files(settings)
         raise ServiceError(
             f"lokal serve did not answer on {url} within {timeout:.0f}s; see {log_path(settings)}"
@@ -270,8 +272,17 @@ def stop(settings: Settings | None = None, *, timeout: float = 15.0) -> bool:
             f"background (no {pid_path(settings)}); stop it where it runs"
         )
     _terminate(found.pid, timeout)
+    _reap(found.pid)
     _clear_files(settings)
     return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a server this process started (else it stays a zombie until we exit)."""
+    for proc in [p for p in _DETACHED if p.pid == pid]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(1.0)
+        _DETACHED.remove(proc)
 
 
 def restart(settings: Settings | None = None, *, timeout: float = 60.0) -> ServiceInfo:
