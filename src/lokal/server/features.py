@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from lokal.runtime.services import Feature, Services
 from lokal.server.routes import admin, messages, metrics, openai, responses
@@ -21,49 +21,44 @@ log = logging.getLogger("lokal.server")
 EXTRAS = frozenset({"bm25s", "sentence_transformers", "torch", "chainlit"})  # optional installs, not bugs
 
 
-class OpenAIApi:
+class _Routes:
+    """A feature that is one of the server's own routers."""
+
+    name: str
+    router: APIRouter
+
+    def install(self, app: FastAPI, services: Services) -> None:
+        app.include_router(self.router)
+
+
+class OpenAIApi(_Routes):
     """/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings."""
 
-    name = "openai"
-
-    def install(self, app: FastAPI, services: Services) -> None:
-        app.include_router(openai.router)
+    name, router = "openai", openai.router
 
 
-class MessagesApi:
+class MessagesApi(_Routes):
     """Anthropic's /v1/messages."""
 
-    name = "messages"
-
-    def install(self, app: FastAPI, services: Services) -> None:
-        app.include_router(messages.router)
+    name, router = "messages", messages.router
 
 
-class ResponsesApi:
+class ResponsesApi(_Routes):
     """OpenAI's /v1/responses."""
 
-    name = "responses"
-
-    def install(self, app: FastAPI, services: Services) -> None:
-        app.include_router(responses.router)
+    name, router = "responses", responses.router
 
 
-class Admin:
+class Admin(_Routes):
     """/health, /lokal/ps and model load/unload."""
 
-    name = "admin"
-
-    def install(self, app: FastAPI, services: Services) -> None:
-        app.include_router(admin.router)
+    name, router = "admin", admin.router
 
 
-class MetricsEndpoint:
+class MetricsEndpoint(_Routes):
     """/metrics (Prometheus)."""
 
-    name = "metrics"
-
-    def install(self, app: FastAPI, services: Services) -> None:
-        app.include_router(metrics.router)
+    name, router = "metrics", metrics.router
 
 
 def optional(module: str, load: Callable[[], Feature]) -> Feature | None:
