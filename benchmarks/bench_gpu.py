@@ -91,27 +91,30 @@ def vllm_server(like: str, parallel: int, work: Path) -> Iterator[Side]:
 
 def measure(sides: dict[str, Side], args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Per side: decode tok/s, TTFT p50 (s) and aggregate tok/s at each level, rounds alternating."""
-    urls = {name: base for name, (base, _) in sides.items()}
-    model_of = {base: model for base, model in sides.values()}
+    # Two sides can share a base URL (lokal's engine and lokal in front of the upstream): each is its name.
+    names = {name: name for name in sides}
     for base, model in sides.values():  # warm: weights touched, graphs captured
         stream(base, "warm up " + short_prompt(), 8, model)
 
-    def decode(base: str, tag: str, r: int) -> float:
-        return stream(base, f"[decode {tag}] " + short_prompt(), args.tokens, model_of[base])[1]
+    def decode(name: str, tag: str, r: int) -> float:
+        base, model = sides[name]
+        return stream(base, f"[decode {tag}] " + short_prompt(), args.tokens, model)[1]
 
-    def ttft(base: str, tag: str, r: int) -> float:
-        return stream(base, f"[ttft {tag}] " + short_prompt(), 2, model_of[base])[0]
+    def ttft(name: str, tag: str, r: int) -> float:
+        base, model = sides[name]
+        return stream(base, f"[ttft {tag}] " + short_prompt(), 2, model)[0]
 
-    def aggregate(n: int, base: str, tag: str, r: int) -> float:
-        return burst(base, n, args.tokens, f"{tag}-x{n}", model_of[base])
+    def aggregate(n: int, name: str, tag: str, r: int) -> float:
+        base, model = sides[name]
+        return burst(base, n, args.tokens, f"{tag}-x{n}", model)
 
     out: dict[str, dict[str, float]] = {name: {} for name in sides}
-    for name, values in alternate(args.rounds * 2, urls, decode).items():
+    for name, values in alternate(args.rounds * 2, names, decode).items():
         out[name]["decode tok/s, 1 stream"] = statistics.median(values)
-    for name, values in alternate(args.rounds * 4, urls, ttft).items():
+    for name, values in alternate(args.rounds * 4, names, ttft).items():
         out[name]["TTFT p50, short prompt (ms)"] = pct(values, 50) * 1000
     for n in args.levels:
-        for name, values in alternate(args.rounds, urls, functools.partial(aggregate, n)).items():
+        for name, values in alternate(args.rounds, names, functools.partial(aggregate, n)).items():
             out[name][f"aggregate tok/s, {n} streams"] = statistics.median(values)
     return out
 
