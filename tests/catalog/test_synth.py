@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,23 @@ def test_successful_synth_leaves_only_the_model(settings: Settings) -> None:
     spec = synthesize(settings, "tiny", "q8_0", "whole")
     [path] = _files(settings)
     assert path.suffix == ".gguf" and spec.variants[0].path == str(path)
+
+
+def test_a_qwen_style_shape_carries_qkv_biases_that_llama_cpp_loads(tmp_path: Path) -> None:
+    """The qwen2 branch of the writer on a tiny shape (the real 0.5B shape is the slow check in tests/cli)."""
+    import dataclasses
+
+    import gguf
+    from llama_cpp import Llama
+
+    shape = dataclasses.replace(SHAPES["tiny"], qkv_bias=True, rope_theta=1e6)
+    path = write_gguf(tmp_path / "qwenish.gguf", shape, "q8_0", like="qwen2.5-0.5b")
+    names = {t.name for t in gguf.GGUFReader(path).tensors}
+    assert {f"blk.{i}.attn_{x}.bias" for i in range(shape.n_layer) for x in "qkv"} <= names
+    llm = Llama(str(path), n_ctx=64, verbose=False)
+    try:
+        out: Any = llm.create_completion("hi", max_tokens=3, temperature=0)
+        assert 1 <= out["usage"]["completion_tokens"] <= 3  # it loads and decodes with the biases
+        assert llm.n_vocab() == shape.n_vocab
+    finally:
+        llm.close()

@@ -33,6 +33,7 @@ def test_synth_registers_a_labelled_model_that_runs(lokal_home: Path, quant: str
     assert len(ran.stdout.strip()) > 0
 
 
+@pytest.mark.slow  # ~50 s: writes the whole 0.5B model; the qwen branch is tested fast in tests/catalog/test_synth.py
 def test_synth_of_a_real_shape_has_that_shape(lokal_home: Path) -> None:
     import gguf
 

@@ -46,7 +46,7 @@ class ThreadEngine:
 def test_the_catalogs_engine_names_are_the_registrys() -> None:
     assert set(get_args(EngineName)) == set(ENGINES)
     assert MODEL_TYPES == {"llamacpp": "GGUF", "onnx": "ONNX", "sentence-transformers": "SentenceTransformers",
-                           "remote": "Remote", "web": "Web"}  # fmt: skip
+                           "remote": "Remote", "echo": "Echo", "web": "Web"}  # fmt: skip
     with pytest.raises(ValueError, match="unknown engine 'vllm'"):
         traits_of("vllm")
 

@@ -10,8 +10,7 @@ import ast
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from lokal.server.features import (
 )
 from lokal.server.foundry import FoundryApi
 from lokal.web.routes import Playground
+from tests.support.echo import asgi_client
 
 Route = tuple[str, tuple[str, ...]]
 
@@ -104,22 +104,8 @@ def test_features_share_no_route(settings: Settings) -> None:
     assert sum(len(o) for o in owned) == len(set().union(*owned))
 
 
-@asynccontextmanager
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running (manager started, ready once start-up work is done)."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            services: Services = app.state.lokal
-            for _ in range(200):
-                if services.ready:
-                    break
-                await asyncio.sleep(0.01)
-            yield c
-
-
 async def _statuses(app: FastAPI, paths: Sequence[str]) -> dict[str, int]:
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         return {p: (await c.get(p)).status_code for p in paths}
 
 
@@ -148,7 +134,7 @@ def test_the_default_server_answers_every_probe(settings: Settings) -> None:
 
 def test_routing_adds_its_names_through_services(settings: Settings) -> None:
     async def model_ids(app: FastAPI) -> list[str]:
-        async with client(app) as c:
+        async with asgi_client(app) as c:
             return [m["id"] for m in (await c.get("/v1/models")).json()["data"]]
 
     services = build_services(settings)
@@ -183,7 +169,7 @@ class _EchoFeature:
 
 def test_the_chat_routes_hand_a_virtual_model_name_to_the_feature_that_claims_it(settings: Settings) -> None:
     async def ask(app: FastAPI, model: str) -> httpx.Response:
-        async with client(app) as c:
+        async with asgi_client(app) as c:
             body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 2}
             return await c.post("/v1/chat/completions", json=body)
 

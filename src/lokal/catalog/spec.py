@@ -16,7 +16,7 @@ from lokal.hardware import Device
 
 # The registry's names (lokal.runtime.engines.ENGINES; a test keeps the two equal): a Literal, so that a typo in
 # a catalog is refused with the list of names.
-EngineName = Literal["llamacpp", "onnx", "remote", "sentence-transformers", "web"]
+EngineName = Literal["llamacpp", "onnx", "remote", "sentence-transformers", "echo", "web"]
 Balance = Literal["least_outstanding", "latency"]
 Task = Literal["chat-completion", "embeddings"]
 

@@ -89,6 +89,12 @@ def _remote(settings: Settings, parallel: int | None) -> Engine:
     return RemoteEngine()
 
 
+def _echo(settings: Settings, parallel: int | None) -> Engine:
+    from lokal.engines.echo import EchoEngine
+
+    return EchoEngine()
+
+
 def _web(settings: Settings, parallel: int | None) -> Engine:
     from lokal.errors import EngineUnavailable
 
@@ -120,6 +126,8 @@ ENGINES: dict[str, EngineEntry] = {
         Requirement("sentence_transformers", "sentence-transformers", EMBED_INSTALL),
     ),
     "remote": EngineEntry(EngineTraits("Remote", "async", CHAT | EMBEDDINGS, needs_artifact=False), _remote),
+    # Answers with the last user message (lokal.engines.echo): in-process tests, client wiring with no download.
+    "echo": EngineEntry(EngineTraits("Echo", "thread", CHAT | EMBEDDINGS, needs_artifact=True), _echo),
     # transformers.js in the playground's page (lokal.web): lokal only serves the files, it never loads one.
     "web": EngineEntry(EngineTraits("Web", "thread", CHAT | EMBEDDINGS, needs_artifact=True), _web),
 }

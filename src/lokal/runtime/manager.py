@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lokal.catalog.spec import ModelSpec, Variant
@@ -19,6 +19,7 @@ from lokal.runtime.worker import Worker
 from lokal.runtime.workers import make_worker
 
 log = logging.getLogger("lokal.runtime")
+Clock = Callable[[], float]  # seconds, monotonic: time.monotonic, or a test's clock that it moves by hand
 
 
 @dataclass(slots=True)
@@ -28,9 +29,13 @@ class LoadedModel:
     engine: Engine
     worker: Worker
     ttl: float
-    loaded_at: float = field(default_factory=time.monotonic)
-    last_used: float = field(default_factory=time.monotonic)
+    clock: Clock = time.monotonic
+    loaded_at: float = 0.0
+    last_used: float = 0.0
     active: int = 0  # requests in flight; a model in use is never evicted
+
+    def __post_init__(self) -> None:
+        self.loaded_at = self.last_used = self.clock()
 
     @property
     def id(self) -> str:
@@ -41,10 +46,10 @@ class LoadedModel:
         return self.engine.info.memory_bytes
 
     def ttl_left(self, now: float | None = None) -> float:
-        return max(0.0, self.ttl - ((now or time.monotonic()) - self.last_used))
+        return max(0.0, self.ttl - ((self.clock() if now is None else now) - self.last_used))
 
     def touch(self) -> None:
-        self.last_used = time.monotonic()
+        self.last_used = self.clock()
 
 
 Resolver = Callable[[str], tuple[ModelSpec, Variant]]
@@ -53,8 +58,16 @@ EngineFactory = Callable[[Variant], Engine]
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, resolve: Resolver, locate: Locator, make_engine: EngineFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        resolve: Resolver,
+        locate: Locator,
+        make_engine: EngineFactory,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self._resolve = resolve
         self._locate = locate
         self._make_engine = make_engine
@@ -69,6 +82,9 @@ class ModelManager:
 
     def resolve(self, name: str) -> tuple[ModelSpec, Variant]:
         return self._resolve(name)
+
+    def loaded_variant(self, variant_id: str) -> LoadedModel | None:
+        return self._loaded.get(variant_id)
 
     def find_loaded(self, name: str) -> LoadedModel | None:
         spec, variant = self._resolve(name)
@@ -113,7 +129,8 @@ class ModelManager:
             except BaseException:
                 await worker.aclose()
                 raise
-        lm = LoadedModel(spec, variant, engine, worker, ttl if ttl is not None else self.settings.ttl_seconds)
+        ttl = ttl if ttl is not None else self.settings.ttl_seconds
+        lm = LoadedModel(spec, variant, engine, worker, ttl, clock=self.clock)
         self._loaded[variant.id] = lm
         synthetic = spec.synthetic or engine.info.extra.get("synthetic") is True
         log.info(
@@ -189,7 +206,7 @@ class ModelManager:
         self.on_change()
 
     async def reap_expired(self) -> list[str]:
-        now = time.monotonic()
+        now = self.clock()
         expired = [m for m in self._loaded.values() if m.active == 0 and m.ttl_left(now) <= 0]
         for m in expired:
             await self._unload(m)

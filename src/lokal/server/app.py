@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError
 from lokal.runtime.engines import make_engine
-from lokal.runtime.manager import ModelManager
+from lokal.runtime.manager import Clock, ModelManager
 from lokal.runtime.metrics import Metrics
 from lokal.runtime.services import Feature, Services
 from lokal.server.access_log import AccessLog
@@ -41,7 +42,8 @@ def locate_artifact(cache: Cache, variant: Variant) -> Path | None:
     return cache.path_for(variant) if cache.is_cached(variant) else None
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, clock: Clock = time.monotonic) -> Services:
+    """`clock` is the manager's (TTL and least-recently-used): a test moves its own instead of waiting."""
     catalog = LiveCatalog(settings)
 
     cache = Cache(settings)
@@ -51,7 +53,9 @@ def build_services(settings: Settings) -> Services:
 
     # Serving resolves with resolve_runnable: a model whose engine is missing answers engine_unavailable with the
     # install command before anything is downloaded or loaded for it.
-    manager = ModelManager(settings, catalog.resolve_runnable, locate, lambda variant: make_engine(variant, settings))
+    manager = ModelManager(
+        settings, catalog.resolve_runnable, locate, lambda variant: make_engine(variant, settings), clock=clock
+    )
     metrics = Metrics()
     return Services(
         settings=settings,

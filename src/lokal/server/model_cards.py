@@ -9,7 +9,7 @@ from lokal.runtime.services import Services
 
 def _card(services: Services, spec: ModelSpec, choice: Choice) -> ModelCard:
     variant = choice.variant
-    loaded = services.manager._loaded.get(variant.id)
+    loaded = services.manager.loaded_variant(variant.id)
     return ModelCard(
         id=spec.alias,
         owned_by=spec.publisher,
