@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install lokal with every extra and its test tools on a fresh machine, then run the test suite.
-# Usage: ./scripts/test.sh [pytest args]   (slow checks: ./scripts/test.sh -m slow)
+# Usage: ./scripts/test.sh [pytest args]   (slow checks: ./scripts/test.sh -m slow; with args it is plain pytest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +19,12 @@ if ! python -c "import llama_cpp" >/dev/null 2>&1; then
 fi
 python -m pip install -q -e ".[all,test]"
 
-python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  exec python -m pytest "$@"
+fi
+# Everything not bound to wall-clock time on two workers (one server start, one engine load overlapping the next
+# test's), then the checks that measure how soon something happens, alone, so a busy neighbour cannot fail them.
+status=0
+python -m pytest -n "${LOKAL_TEST_WORKERS:-2}" --dist loadscope -m "not slow and not gpu and not serial" || status=$?
+python -m pytest -m "serial and not slow and not gpu" || status=$?
+exit "$status"

@@ -90,6 +90,7 @@ def test_sweep_finds_the_highest_load_whose_slo_holds(scripted: Factory) -> None
     assert m.steps[2].summary.slo_attainment is not None and m.steps[2].summary.slo_attainment < 0.9
 
 
+@pytest.mark.serial  # a 0.35 s bound kept within 1 s
 def test_duration_bound_stops_sending(scripted: Factory) -> None:
     srv = scripted(Script(ttft_s=0.1, tokens=2))
     res = run_bench(config(srv, "m", prompts=prompts(8), rounds=4, max_duration_s=0.35))

@@ -12,6 +12,8 @@ from lokal.bench.scripted_server import Script, ScriptedServer
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config, prompts
 
+pytestmark = pytest.mark.serial  # TTFT and ITL within milliseconds of the script: run alone
+
 TTFT, ITL, TOKENS = 0.050, 0.010, 12
 MS = 1e-3
 

@@ -118,6 +118,7 @@ def test_server_length_contradicting_an_exact_size_keeps_nothing(fileserver: Fil
     assert _state(settings, variant) == (False, None) and len(fileserver.gets("/other.gguf")) == 1
 
 
+@pytest.mark.serial  # gives up within 2 s of a stall
 def test_stalled_server_times_out_with_a_clear_error(
     fileserver: FileServer, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,6 +57,7 @@ def _reader(port: int, seen: list[bytes], first: threading.Event, leave: threadi
         leave.wait(30)
 
 
+@pytest.mark.serial  # a load within 5 s behind stalled downloads
 def test_stalled_downloads_do_not_delay_a_model_load(tmp_path: Path, tiny_gguf: Path) -> None:
     with FileServer() as files:
         files.add("/stalled.gguf", os.urandom(1 << 20), stall_after=64 * 1024)

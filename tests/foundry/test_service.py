@@ -24,6 +24,7 @@ def env(tmp_path: Path, tiny_gguf: Path, files: Files, foundry_bin: Path) -> Ite
         yield home
 
 
+@pytest.mark.serial  # status answers within 1 s
 def test_start_find_and_stop_a_detached_server(env: FoundryHome) -> None:
     settings = env.settings
     assert service.status(settings) is None

@@ -25,6 +25,8 @@ from lokal.gguf.synthetic import ModelShape, write_gguf
 from tests.support.models import tiny_entry, write_catalog
 from tests.support.server import LokalServer
 
+pytestmark = pytest.mark.serial  # bounds on how soon the engine is free: run alone, not beside other tests
+
 SLOW = ModelShape(8, 384, 8, 8, 768, 320, 4096)  # ~23 MB in f16
 MODES = ["single", "batched"]
 FREE_WITHIN = 1.0  # seconds from the client leaving to the engine being free
