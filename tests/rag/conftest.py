@@ -18,7 +18,7 @@ os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="lokal-chainl
 
 @pytest.fixture(scope="session")
 def embedder() -> Any:
-    from lokal.embeddings import get_embedder
+    from lokal.embeddings.torch_st import get_embedder
 
     return get_embedder()  # the process-wide instance: loaded once for every RAG test
 

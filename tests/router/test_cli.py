@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lokal.cli.main import app
+from lokal.embeddings.onnx import ONNX_NAME
 from lokal.router.intents import shipped_data_path
-from lokal.router.onnx_minilm import ONNX_NAME
 from tests.router.fakes import FakeOpenAI
 
 runner = CliRunner()
