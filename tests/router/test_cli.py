@@ -128,7 +128,7 @@ def test_route_prints_the_answer_as_it_streams_in(tmp_path: Path) -> None:
 
     import yaml
 
-    from lokal.bench.scripted_server import Script, ScriptedServer
+    from tests.support.scripted import Script, ScriptedServer
 
     tokens, itl = 6, 0.15
     catalog = tmp_path / "router.yaml"
