@@ -1,10 +1,12 @@
-"""Shared by the benchmark scripts: a synthetic real-shaped model, made once and cached under /tmp."""
+"""Shared by the benchmark scripts: a synthetic real-shaped model (made once, cached under /tmp), percentiles,
+server processes."""
 
 from __future__ import annotations
 
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from tests.support.server import stop_process
 from lokal.gguf.synthetic import SHAPES, write_gguf
 
 CACHE = Path(os.environ.get("LOKAL_BENCH_CACHE", "/tmp/lokal-bench"))
+REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_model(like: str = "qwen2.5-0.5b", quant: str = "q4_0") -> Path:
@@ -63,3 +66,13 @@ def serving(cmd: list[str], health_url: str, what: str, timeout: float = 120) ->
     finally:
         stop_process(proc, grace=30)
         log.close()
+
+
+def spawn_scripted(port: int, *args: str, quiet: bool = False) -> subprocess.Popen[bytes]:
+    """tests/support/scripted.py serving on `port` in its own process; `args` are its options (--tokens ...).
+
+    It is a test double, kept out of the package, so it runs from the repository root whatever the caller's
+    working directory."""
+    out = subprocess.DEVNULL if quiet else None
+    cmd = [sys.executable, "-m", "tests.support.scripted", "--port", str(port), *args]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=out)

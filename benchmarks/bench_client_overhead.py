@@ -13,16 +13,19 @@ import argparse
 import asyncio
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from lokal.bench.config import BenchConfig, LoadPattern, ModelEntry
-from lokal.bench.prompts import Prompt
-from lokal.bench.runner import arun_bench
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import spawn_scripted  # noqa: E402
+from lokal.bench.config import BenchConfig, LoadPattern, ModelEntry  # noqa: E402
+from lokal.bench.prompts import Prompt  # noqa: E402
+from lokal.bench.runner import arun_bench  # noqa: E402
 
 
 @dataclass
@@ -99,9 +102,7 @@ def main() -> None:
     args = ap.parse_args()
 
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lokal.bench.scripted_server", "--port", str(port), "--tokens", str(args.tokens)],
-    )
+    server = spawn_scripted(port, "--tokens", str(args.tokens))
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 30

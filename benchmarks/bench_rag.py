@@ -34,7 +34,7 @@ WORDS_PER_PARAGRAPH = 90
 
 
 def vocabulary(size: int = 20_000) -> list[str]:
-    from lokal.embeddings import minilm_path
+    from lokal.embeddings.minilm import minilm_path
 
     lines = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").split()
     return [w for w in lines if w.isascii() and w.isalpha() and len(w) >= 3][:size]
@@ -66,7 +66,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(chunks: int, queries: int, k: int, workdir: Path) -> dict[str, Any]:
-    from lokal.embeddings import get_embedder
+    from lokal.embeddings.torch_st import get_embedder
 
     t = time.perf_counter()
     embedder = get_embedder()

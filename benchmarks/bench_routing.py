@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lokal.embeddings import Encoder
 from lokal.router.catalog import CatalogStore, parse_catalog
 from lokal.router.engine import IntentEngine
 from lokal.router.evaluate import read_labeled
 from lokal.router.intents import (
     CombinedDetector,
-    Encoder,
     FitParams,
     RuleDetector,
     SemanticDetector,
@@ -98,7 +98,7 @@ def main() -> None:
 
     encoders: list[tuple[str, Callable[[], Encoder], Callable[[], None]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        from lokal.router.onnx_minilm import load_onnx_minilm
+        from lokal.embeddings.onnx import load_onnx_minilm
 
         onnx_home = Path(os.environ.get("LOKAL_HOME", tmp)) / "router"
         t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def main() -> None:
         if not args.no_torch:
             import torch
 
-            from lokal.embeddings import get_embedder
+            from lokal.embeddings.torch_st import get_embedder
 
             default_threads = torch.get_num_threads()
             encoders.append(

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.server import spawn_logged  # noqa: E402
 
-from benchmarks._common import pct  # noqa: E402
+from benchmarks._common import pct, spawn_scripted  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Say something."}]
 HANG_S = 15.0  # a request still open after this long counts as hung
@@ -94,8 +94,7 @@ class Procs:
         out = []
         for shape in shapes:
             port = free_port()
-            cmd = [sys.executable, "-m", "lokal.bench.scripted_server", "--port", str(port), *shape.args()]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = spawn_scripted(port, *shape.args(), quiet=True)
             self.all.append(proc)
             out.append((f"http://127.0.0.1:{port}/v1", proc))
         for base, proc in out:

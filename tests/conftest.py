@@ -1,10 +1,12 @@
-"""Session fixtures: the tiny GGUF (built once with lokal's own synthetic writer) and a real lokal server."""
+"""Session fixtures: the tiny GGUF (built once with lokal's own synthetic writer), a real lokal server, and
+MiniLM exported to ONNX once."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,25 @@ def lokal_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     write_catalog(home, standard_entries(tiny_gguf))
     with LokalServer(home, args=["--model", "tiny"]) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM exported to ONNX once per session (10-15 s): the router's default encoder."""
+    from lokal.embeddings.onnx import ONNX_NAME, load_onnx_minilm
+
+    folder = tmp_path_factory.mktemp("router-onnx")
+    load_onnx_minilm(folder)
+    assert (folder / ONNX_NAME).is_file()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder(onnx_dir: Path) -> Any:
+    """The one-thread onnxruntime encoder: on a busy 2-core box torch with 2 threads is ~5x slower."""
+    from lokal.embeddings.onnx import load_onnx_minilm
+
+    return load_onnx_minilm(onnx_dir)
 
 
 @pytest.fixture

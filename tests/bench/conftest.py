@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lokal.bench.scripted_server import Script, ScriptedServer
+from tests.support.scripted import Script, ScriptedServer
 
 Factory = Callable[..., ScriptedServer]
 

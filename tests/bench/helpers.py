@@ -6,7 +6,7 @@ from typing import Any
 
 from lokal.bench.config import BenchConfig, LoadPattern, ModelEntry
 from lokal.bench.prompts import Prompt
-from lokal.bench.scripted_server import ScriptedServer
+from tests.support.scripted import ScriptedServer
 
 
 def prompts(n: int) -> list[Prompt]:

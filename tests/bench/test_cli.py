@@ -10,10 +10,10 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from lokal.bench.scripted_server import Script
 from lokal.cli import bench as bench_cli
 from lokal.cli.compare import command as compare_command
 from tests.bench.conftest import Factory
+from tests.support.scripted import Script
 
 runner = CliRunner()
 

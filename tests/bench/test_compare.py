@@ -19,8 +19,8 @@ from lokal.bench.config import ModelEntry, Price
 from lokal.bench.costs import LocalCost, PriceTable, cost_of
 from lokal.bench.metrics import RequestRecord
 from lokal.bench.prompts import Prompt
-from lokal.bench.scripted_server import Script
 from tests.bench.conftest import Factory
+from tests.support.scripted import Script
 
 PROMPTS = [
     Prompt("short", ({"role": "user", "content": "Name a colour."},)),

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 from lokal.bench.compare import CompareConfig, HybridPolicy, run_compare
 from lokal.bench.compare_report import write_compare
 from lokal.bench.config import ModelEntry, Price
-from lokal.bench.scripted_server import Script
 from lokal.cli.compare import command as compare_command
 from tests.bench.conftest import Factory
 from tests.bench.helpers import prompts
+from tests.support.scripted import Script
 
 
 def _cfg(base: str, policy: HybridPolicy) -> CompareConfig:

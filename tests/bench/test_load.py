@@ -8,9 +8,9 @@ import pytest
 from lokal.bench.config import LoadPattern, Sweep
 from lokal.bench.metrics import SLO
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config, prompts
+from tests.support.scripted import Script
 
 MS = 1e-3
 

@@ -15,9 +15,9 @@ from lokal.bench.metrics import SLO
 from lokal.bench.report import format_for, rich_table, to_markdown, write_report
 from lokal.bench.result import BenchResult
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config
+from tests.support.scripted import Script
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

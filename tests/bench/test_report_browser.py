@@ -11,9 +11,9 @@ import pytest
 from lokal.bench.metrics import SLO
 from lokal.bench.report import write_report
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config
+from tests.support.scripted import Script
 
 CHROMIUM = Path(os.environ.get("LOKAL_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -18,10 +18,10 @@ from lokal.bench.config import ModelEntry
 from lokal.bench.report import rich_table, write_report
 from lokal.bench.result import BenchResult
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script
 from lokal.cli import bench as bench_cli
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config, prompts
+from tests.support.scripted import Script
 from tests.support.server import LokalServer
 
 SCRIPTS = {

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script, ScriptedServer
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config, prompts
+from tests.support.scripted import Script, ScriptedServer
 
 pytestmark = pytest.mark.serial  # TTFT and ITL within milliseconds of the script: run alone
 

@@ -9,10 +9,10 @@ from lokal.bench.metrics import SLO
 from lokal.bench.plots import colours, has_load_curve
 from lokal.bench.report import to_markdown, write_report
 from lokal.bench.runner import run_bench
-from lokal.bench.scripted_server import Script
 from lokal.bench.verdict import verdict
 from tests.bench.conftest import Factory
 from tests.bench.helpers import config
+from tests.support.scripted import Script
 
 
 def test_verdict_names_the_model_that_meets_the_slo_and_why(scripted: Factory, tmp_path: Path) -> None:

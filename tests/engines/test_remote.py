@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from starlette.applications import Starlette
@@ -39,7 +37,7 @@ from lokal.engines.base import (
 from lokal.engines.remote import RemoteEngine
 from lokal.errors import InvalidRequest, UpstreamError
 from tests.support.models import write_catalog
-from tests.support.server import LokalServer, free_port
+from tests.support.server import LokalServer, free_port, run_app
 
 
 def test_remote_variant_proxies_to_the_upstream(lokal_server: LokalServer, tmp_path: Path) -> None:
@@ -125,8 +123,7 @@ class Upstream:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.script: Sequence[dict[str, Any] | str] = []
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = ""  # known once running
 
     async def _handle(self, request: Request) -> StreamingResponse:
         self.bodies.append(await request.json())
@@ -156,17 +153,9 @@ class Upstream:
             routes=[Route(p, self._handle, methods=["POST"]) for p in ("/v1/chat/completions", "/v1/completions")]
             + [Route("/v1/models", self._models), Route("/v1/embeddings", self._embeddings, methods=["POST"])]
         )
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
+        with run_app(app) as url:
+            self.base_url = f"{url}/v1"
             yield self
-        finally:
-            server.should_exit = True
-            thread.join(10)
 
 
 @pytest.fixture(scope="module")

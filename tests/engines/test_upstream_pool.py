@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lokal.bench.scripted_server import Script, ScriptedServer, free_port
 from lokal.engines.upstream_pool import PoolPolicy, UpstreamPool, UpstreamRejected
 from lokal.errors import Overloaded, UpstreamError
+from tests.support.scripted import Script, ScriptedServer
+from tests.support.server import free_port
 
 T = TypeVar("T")
 BODY: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.rag.helpers import INGEST_MAX_CHARS, FakeOpenAI, Ingested, fake_openai_app, serve_app, write_corpus
+from tests.rag.helpers import INGEST_MAX_CHARS, FakeOpenAI, Ingested, fake_openai_app, write_corpus
+from tests.support.server import run_app
 
 # Chainlit writes .chainlit/ and .files/ into its app root when imported: never into the repository.
 os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="lokal-chainlit-"))
@@ -18,7 +19,7 @@ os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="lokal-chainl
 
 @pytest.fixture(scope="session")
 def embedder() -> Any:
-    from lokal.embeddings import get_embedder
+    from lokal.embeddings.torch_st import get_embedder
 
     return get_embedder()  # the process-wide instance: loaded once for every RAG test
 
@@ -52,6 +53,6 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Ingeste
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
     state = FakeOpenAI()
-    with serve_app(fake_openai_app(state)) as url:
+    with run_app(fake_openai_app(state)) as url:
         state.base_url = f"{url}/v1"
         yield state

@@ -6,11 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,31 +146,6 @@ def write_corpus(folder: Path) -> Path:
     (folder / "inventory.csv").write_text(INVENTORY_CSV, encoding="utf-8")
     (folder / "manual.pdf").write_bytes(make_pdf(MANUAL_PAGES))
     return folder
-
-
-@contextmanager
-def serve_app(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on an ephemeral 127.0.0.1 port in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 _PASSAGE = re.compile(r"^\[(\d+)\] [^\n]*\n(.+?)(?:\n\n\[\d+\] |\n\nQuestion: )", re.S | re.M)

@@ -15,7 +15,8 @@ from lokal.rag.index import Index
 from lokal.rag.ingest import ingest
 from lokal.rag.routes import create_router
 from lokal.rag.server import RagSearch
-from tests.rag.helpers import Ingested, copy_collection, serve_app
+from tests.rag.helpers import Ingested, copy_collection
+from tests.support.server import run_app
 
 
 def _app(home: Path, embedder: Any) -> FastAPI:
@@ -34,7 +35,7 @@ def api(ingested: Ingested, home: Path, embedder: Any) -> Iterator[httpx.Client]
     copy_collection(ingested, home)
     with Index.open("empty", home, create=True):
         pass
-    with serve_app(_app(home, embedder)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with run_app(_app(home, embedder)) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client
 
 
@@ -120,6 +121,6 @@ def test_a_new_ingest_is_seen_without_restart(
 def test_server_feature_mounts_the_routes(ingested: Ingested) -> None:
     app = FastAPI()
     RagSearch().install(app, SimpleNamespace(settings=SimpleNamespace(home=ingested.home)))  # type: ignore[arg-type]
-    with serve_app(app) as url:
+    with run_app(app) as url:
         r = httpx.get(f"{url}/v1/rag/collections", timeout=10)
     assert r.status_code == 200 and [c["name"] for c in r.json()["data"]] == ["docs"]

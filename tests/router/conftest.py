@@ -1,4 +1,4 @@
-"""Fixtures for router tests: fake OpenAI-compatible servers on 127.0.0.1, and one MiniLM for the session."""
+"""Fixtures for router tests: fake OpenAI-compatible servers on 127.0.0.1, and the intent engine on MiniLM."""
 
 from __future__ import annotations
 
@@ -28,27 +28,8 @@ def fake_server() -> Iterator[Callable[..., FakeOpenAI]]:
 
 
 @pytest.fixture(scope="session")
-def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MiniLM exported to ONNX once per session: the router's default encoder."""
-    from lokal.router.onnx_minilm import ONNX_NAME, load_onnx_minilm
-
-    folder = tmp_path_factory.mktemp("router-onnx")
-    load_onnx_minilm(folder)
-    assert (folder / ONNX_NAME).is_file()
-    return folder
-
-
-@pytest.fixture(scope="session")
-def embedder(onnx_dir: Path) -> Any:
-    """The router's encoder (one-thread onnxruntime): on a busy 2-core box torch with 2 threads is ~5x slower."""
-    from lokal.router.onnx_minilm import load_onnx_minilm
-
-    return load_onnx_minilm(onnx_dir)
-
-
-@pytest.fixture(scope="session")
-def intent_engine(embedder: Any) -> IntentEngine:
-    eng = IntentEngine(None, encoder_factory=lambda: embedder)
+def intent_engine(onnx_encoder: Any) -> IntentEngine:
+    eng = IntentEngine(None, encoder_factory=lambda: onnx_encoder)
     assert eng.warm()
     return eng
 

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lokal.cli.main import app
+from lokal.embeddings.onnx import ONNX_NAME
 from lokal.router.intents import shipped_data_path
-from lokal.router.onnx_minilm import ONNX_NAME
 from tests.router.fakes import FakeOpenAI
 
 runner = CliRunner()
@@ -128,7 +128,7 @@ def test_route_prints_the_answer_as_it_streams_in(tmp_path: Path) -> None:
 
     import yaml
 
-    from lokal.bench.scripted_server import Script, ScriptedServer
+    from tests.support.scripted import Script, ScriptedServer
 
     tokens, itl = 6, 0.15
     catalog = tmp_path / "router.yaml"

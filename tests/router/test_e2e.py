@@ -12,9 +12,9 @@ import httpx
 import openai
 import pytest
 
+from lokal.embeddings.onnx import ONNX_NAME
 from lokal.router.engine import IntentEngine
 from lokal.router.factory import build_router
-from lokal.router.onnx_minilm import ONNX_NAME
 from lokal.router.pipeline import Pipeline
 from lokal.router.trace import read_trace
 

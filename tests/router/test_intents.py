@@ -51,9 +51,9 @@ def test_semantic_detection_understands_paraphrases_rules_miss(intent_engine: In
     assert intent_engine.detect("Write a Rust function that parses a CSV line", "combined").intent == "code"
 
 
-def test_below_the_threshold_the_answer_is_general(embedder: Any) -> None:
+def test_below_the_threshold_the_answer_is_general(onnx_encoder: Any) -> None:
     spec = load_intent_spec()
-    strict = SemanticDetector(spec, embedder, FitParams(semantic={i: 0.99 for i in spec.intents}))
+    strict = SemanticDetector(spec, onnx_encoder, FitParams(semantic={i: 0.99 for i in spec.intents}))
     res = strict.detect("Refactor this class to use composition")
     assert res.intent == GENERAL
     assert max(res.scores, key=lambda k: res.scores[k]) == "refactor"  # the scores still say what it was close to
@@ -74,10 +74,10 @@ def test_shipped_fit_beats_rules_on_the_held_out_set(intent_engine: IntentEngine
     assert acc["combined"] >= 0.86 and acc["combined"] >= acc["rules"] + 0.25
 
 
-def test_fit_learns_examples_and_thresholds_leave_one_out(embedder: Any, tmp_path: Path) -> None:
+def test_fit_learns_examples_and_thresholds_leave_one_out(onnx_encoder: Any, tmp_path: Path) -> None:
     spec = load_intent_spec()
     rows = read_labeled(shipped_data_path("labeled-fit.jsonl"))[::3]
-    params = fit(spec, embedder, rows, "subset")
+    params = fit(spec, onnx_encoder, rows, "subset")
     assert params.n_examples == len(rows) and sum(len(v) for v in params.examples.values()) == len(rows)
     assert set(params.semantic) == set(spec.intents) - {GENERAL}
     # Leave-one-out: if prompts had matched themselves (score 1.0) every threshold would sit near 1.
@@ -87,7 +87,7 @@ def test_fit_learns_examples_and_thresholds_leave_one_out(embedder: Any, tmp_pat
     dest.write_text(params.to_json())
     assert FitParams.load(tmp_path).examples == params.examples
     with pytest.raises(InvalidRequest, match="not known intents"):
-        fit(spec, embedder, [Labeled("hello", "astrology")])
+        fit(spec, onnx_encoder, [Labeled("hello", "astrology")])
 
 
 def test_scores_add_up_in_the_confusion_matrix() -> None:

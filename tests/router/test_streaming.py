@@ -5,23 +5,17 @@ one answering 500, one dying mid-stream. Read with the official openai client, t
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import openai
 import pytest
-import uvicorn
 import yaml
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
 
-from lokal.bench.scripted_server import Script, ScriptedServer
+from tests.support.scripted import Script, ScriptedServer
 from tests.support.server import LokalServer, free_port
 
 TOKENS = 8
@@ -30,55 +24,14 @@ PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me
 Chunks = openai.Stream[ChatCompletionChunk]
 
 
-def _dies_after_three_words() -> Starlette:
-    """An upstream that streams three words and then drops the connection mid-body (no finish, no [DONE])."""
-
-    async def chat(request: Request) -> StreamingResponse:
-        body = await request.json()
-
-        async def gen() -> AsyncIterator[bytes]:
-            for i in range(3):
-                chunk = {
-                    "id": "c",
-                    "object": "chat.completion.chunk",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}],
-                }
-                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-            raise RuntimeError("upstream died mid-stream")
-
-        return StreamingResponse(gen(), media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-
-
-class _Uvicorn:
-    def __init__(self, app: Starlette) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Uvicorn:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LokalServer]:
     home = tmp_path_factory.mktemp("routed-home")
     with (
         ScriptedServer(Script(ttft_s=0.05, itl_s=ITL_S, tokens=TOKENS)) as good,
         ScriptedServer(Script(status=500)) as broken,
-        _Uvicorn(_dies_after_three_words()) as dying,
+        # Three words, then the connection drops mid-body (no finish, no [DONE]).
+        ScriptedServer(Script(reply="part0 part1 part2 part3", die_after=3)) as dying,
     ):
         dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connections are refused
         catalog = {
@@ -86,7 +39,7 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LokalServer]:
                 "good": {"base_url": good.base_url},
                 "broken": {"base_url": broken.base_url},
                 "dead": {"base_url": dead},
-                "dying": {"base_url": f"http://127.0.0.1:{dying.port}/v1"},
+                "dying": {"base_url": dying.base_url},
             },
             "models": {
                 "story": {"endpoint": "good", "upstream_model": "story-70b", "priority": 0},

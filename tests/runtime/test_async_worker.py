@@ -18,7 +18,6 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from lokal.bench.scripted_server import Script, ScriptedServer
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.engines.base import ChatMessage, GenerationEvent, GenerationRequest
 from lokal.engines.remote import RemoteEngine
@@ -27,6 +26,7 @@ from lokal.runtime.async_worker import AsyncWorker
 from lokal.runtime.engines import traits_of
 from lokal.runtime.workers import make_worker
 from tests.support.models import write_catalog
+from tests.support.scripted import Script, ScriptedServer
 from tests.support.server import LokalServer
 
 ASK = GenerationRequest(messages=(ChatMessage("user", "hello there"),), max_tokens=50)

@@ -8,34 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from lokal.config import Settings
 from lokal.server.app import create_app
-from tests.support.server import free_port
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
+from tests.support.server import run_app
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:
@@ -52,7 +32,7 @@ def test_health_is_503_while_start_up_work_runs(tmp_path: Path) -> None:
         return "demo"
 
     app = create_app(_settings(tmp_path), prepare=prepare)
-    with serving(app) as url:
+    with run_app(app) as url:
         health = httpx.get(url + "/health")
         assert health.status_code == 503 and health.json() == {"status": "starting"}
         busy = httpx.get(url + "/v1/models")
@@ -73,7 +53,7 @@ def test_failed_start_up_work_still_serves(tmp_path: Path) -> None:
     def prepare(cancel: threading.Event) -> str:
         raise RuntimeError("disk full")
 
-    with serving(create_app(_settings(tmp_path), prepare=prepare)) as url:
+    with run_app(create_app(_settings(tmp_path), prepare=prepare)) as url:
         deadline = time.monotonic() + 10
         while httpx.get(url + "/health").status_code != 200:
             assert time.monotonic() < deadline
@@ -88,7 +68,7 @@ def test_shutdown_cancels_start_up_work(tmp_path: Path) -> None:
         cancelled.set()
         return "demo"
 
-    with serving(create_app(_settings(tmp_path), prepare=prepare)) as url:
+    with run_app(create_app(_settings(tmp_path), prepare=prepare)) as url:
         assert httpx.get(url + "/health").status_code == 503
     assert cancelled.wait(5)
 
@@ -101,7 +81,7 @@ def boom_url(tmp_path: Path) -> Iterator[str]:
     async def boom() -> None:
         raise RuntimeError("engine exploded")
 
-    with serving(app) as url:
+    with run_app(app) as url:
         yield url
 
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from lokal.bench.scripted_server import Script, ScriptedServer, free_port
 from lokal.cli.main import app as lokal_app
 from tests.support.models import write_catalog
-from tests.support.server import LokalServer
+from tests.support.scripted import Script, ScriptedServer
+from tests.support.server import LokalServer, free_port
 
 
 @pytest.fixture(scope="module")

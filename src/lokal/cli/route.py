@@ -194,9 +194,9 @@ def fit_cmd(
 
 
 def _encoder(home: Path) -> Any:
-    from lokal.router.engine import default_encoder
+    from lokal.embeddings.query import query_encoder
 
-    return default_encoder(home)
+    return query_encoder(home)
 
 
 @app.command("eval")

@@ -6,14 +6,24 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
+from rich.progress import Progress as RichProgress
 
 from lokal.config import DEFAULT_PORT, Settings
+
+if TYPE_CHECKING:
+    from lokal.catalog.download import Progress
+    from lokal.catalog.spec import Variant
+    from lokal.server.startup import Downloading, Prepared
 
 console = Console(stderr=True)
 
@@ -75,13 +85,19 @@ def command(
     # The port is taken before anything says "starting": a busy port is one clear error, nothing else printed.
     sock = bind(host, port)
 
+    from lokal.errors import LokalError
     from lokal.server.app import create_app
     from lokal.server.startup import prepare_default
 
     def prepare(cancel: threading.Event) -> str:
-        alias = prepare_default(settings, model, pull=pull, console=console, cancel=cancel)
+        try:
+            prepared = prepare_default(settings, model, pull=pull, cancel=cancel, downloading=download_bar(console))
+        except LokalError as exc:  # only a model asked for by name fails; the default falls back to the demo
+            console.print(f"[bold red]error:[/] model {model} could not be made ready: {exc.message}")
+            raise
+        report_prepared(console, prepared)
         console.print(f"[bold green]lokal[/] ready on [bold]{settings.base_url}/v1[/] (LOKAL_HOME={settings.home})")
-        return alias
+        return prepared.alias
 
     app = create_app(settings, prepare=prepare)
     configure_logging(log_level)
@@ -90,6 +106,45 @@ def command(
     # lokal's own access log (lokal.access) replaces uvicorn's: it also names the model and the tokens.
     config = uvicorn.Config(app, log_level=log_level, access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def download_bar(console: Console) -> Downloading:
+    """The default model's download, said and shown as a bar that goes once it is done."""
+
+    @contextmanager
+    def downloading(alias: str, variant: Variant) -> Iterator[Progress]:
+        console.print(f"default model {alias} is not cached; downloading {variant.id} ...")
+        with RichProgress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(alias, total=variant.size_bytes)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+
+    return downloading
+
+
+def report_prepared(console: Console, prepared: Prepared) -> None:
+    if prepared.how == "cached":
+        console.print(f"default model: [bold]{prepared.alias}[/] ({prepared.variant_id}, cached)")
+    elif prepared.how == "downloaded":
+        console.print(f"default model: [bold]{prepared.alias}[/] (downloaded)")
+    else:
+        console.print(
+            Panel.fit(
+                f"No real model is available: {prepared.reason}\n\n"
+                f"Serving [bold]{prepared.alias}[/] instead: a SYNTHETIC model with random weights. "
+                "Its text is noise; it exists so the API, playground and tools work offline.\n\n"
+                f"Get a real model:  [bold]lokal model download {prepared.wanted}[/]  (needs the Hugging Face hub)\n"
+                "or bring a GGUF:   [bold]lokal model add PATH --alias NAME[/]",
+                title="lokal: synthetic demo model",
+                border_style="yellow",
+            )
+        )
 
 
 def _check_model(settings: Settings, model: str, pull: bool) -> None:

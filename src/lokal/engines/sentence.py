@@ -8,7 +8,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.embeddings import Embedder, get_embedder, minilm_path
+from lokal.embeddings.minilm import minilm_path
+from lokal.embeddings.torch_st import Embedder, get_embedder
 from lokal.engines.base import EngineInfo, GenerationEvent, GenerationRequest
 from lokal.errors import EngineError, InvalidRequest
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lokal.embeddings import Encoder
 from lokal.rag import loaders
 from lokal.rag.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS, chunk
 from lokal.rag.index import ChunkRecord, DocumentRecord, Index, index_text
-from lokal.rag.retrieve import Embedder, default_embedder, ensure_bm25
+from lokal.rag.retrieve import default_embedder, ensure_bm25
 
 Status = Literal["added", "updated", "unchanged", "deleted", "skipped"]
 MAX_FILE_BYTES = 64 * 2**20  # beyond this a "document" is a data dump: refuse rather than stall
@@ -106,7 +107,7 @@ def ingest(
     index: Index,
     paths: Iterable[str | Path],
     *,
-    embedder: Embedder | None = None,
+    embedder: Encoder | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
     overlap_chars: int = DEFAULT_OVERLAP_CHARS,
     tags: Mapping[str, str] | None = None,
@@ -141,7 +142,7 @@ def ingest(
         for p in gone:
             done(FileResult(p, "deleted", chunks=known[p].n_chunks))
 
-    emb: Embedder | None = embedder
+    emb: Encoder | None = embedder
     pending: list[_Pending] = []
     changed = bool(gone)
 

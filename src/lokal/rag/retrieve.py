@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
-import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from lokal.config import get_settings
+from lokal.embeddings import Encoder
+from lokal.embeddings.query import one_torch_thread
 from lokal.rag.errors import EmptyCollection
 from lokal.rag.index import Index, StoredChunk
 
@@ -33,14 +34,8 @@ RRF_K = 60  # the constant of Cormack et al. (2009); damps the weight of the ver
 FUSION_DEPTH = 100  # how deep each list goes into the fusion
 
 
-class Embedder(Protocol):
-    dim: int
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
-
-
-def default_embedder() -> Embedder:
-    from lokal.embeddings import get_embedder
+def default_embedder() -> Encoder:
+    from lokal.embeddings.torch_st import get_embedder
 
     return get_embedder()
 
@@ -131,26 +126,6 @@ def ensure_bm25(index: Index, chunks: list[StoredChunk] | None = None) -> bm25s.
     return model
 
 
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Encode one short query on one thread.
-
-    A single sentence is too small to gain from intra-op threads, and when the cores are busy (a shared
-    2-core box) torch's thread team waits on itself: measured here, p95 of one query went from ~30 ms on one
-    thread to ~800 ms on two. The setting is process-wide, so it is restored at once.
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _top(scores: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n best allowed scores, best first."""
     candidates = np.flatnonzero(allowed)
@@ -175,22 +150,22 @@ def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
 class Retriever:
     """A loaded collection. Search is read-only on the arrays, so one instance serves many threads."""
 
-    def __init__(self, index: Index, embedder: Embedder | Callable[[], Embedder] | None = None) -> None:
+    def __init__(self, index: Index, embedder: Encoder | Callable[[], Encoder] | None = None) -> None:
         self.name = index.name
         self.path = index.path
         self.generation = index.generation()
         self.chunks, self.vectors = index.load_chunks()
         self._bm25 = ensure_bm25(index, self.chunks)
         self._embedder_or_factory = embedder or default_embedder
-        self._embedder: Embedder | None = None
+        self._embedder: Encoder | None = None
         self._fields: list[dict[str, str]] | None = None
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Encoder:
         # Loading MiniLM takes seconds: a BM25-only search never pays for it.
         if self._embedder is None:
             e = self._embedder_or_factory
-            self._embedder = e() if callable(e) and not hasattr(e, "encode") else cast(Embedder, e)
+            self._embedder = e() if callable(e) and not hasattr(e, "encode") else cast(Encoder, e)
         return self._embedder
 
     def __len__(self) -> int:
@@ -238,7 +213,7 @@ class Retriever:
         return np.asarray(self._bm25.get_scores(words), dtype=np.float32)
 
     def embed_query(self, query: str) -> np.ndarray:
-        with _one_torch_thread():
+        with one_torch_thread():
             vec: np.ndarray = self.embedder.encode([query])[0]
         return vec
 
@@ -304,7 +279,7 @@ class Retriever:
 class RetrieverCache:
     """One loaded Retriever per collection, reloaded when an ingest has changed the file since."""
 
-    def __init__(self, home: Path | None = None, embedder: Embedder | None = None) -> None:
+    def __init__(self, home: Path | None = None, embedder: Encoder | None = None) -> None:
         self._home = home
         self._embedder = embedder
         self._lock = threading.Lock()

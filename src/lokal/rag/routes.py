@@ -12,11 +12,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from lokal.embeddings import Encoder
 from lokal.errors import InvalidRequest
 from lokal.protocol.decode import load_json
 from lokal.rag.gate import DEFAULT_MAX_CONTEXT_CHARS, DEFAULT_MIN_SCORE, apply_gate
 from lokal.rag.index import DEFAULT_COLLECTION, collection_id, list_collections
-from lokal.rag.retrieve import Embedder, Mode, RetrieverCache
+from lokal.rag.retrieve import Mode, RetrieverCache
 
 
 class SearchRequest(BaseModel):
@@ -41,7 +42,7 @@ def _parse(body: Any) -> SearchRequest:
         raise InvalidRequest(f"{param or 'body'}: {err.get('msg', 'invalid value')}", param=param) from exc
 
 
-def create_router(home: Path | None = None, embedder: Embedder | None = None) -> APIRouter:
+def create_router(home: Path | None = None, embedder: Encoder | None = None) -> APIRouter:
     """`home` and `embedder` default to LOKAL_HOME and the process-wide MiniLM, read when first needed."""
     api = APIRouter(tags=["rag"])
     cache = RetrieverCache(home, embedder)

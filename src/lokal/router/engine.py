@@ -7,12 +7,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lokal.config import Settings, get_settings
+from lokal.embeddings import Encoder
+from lokal.embeddings.query import query_encoder
 from lokal.errors import EngineUnavailable
 from lokal.router.catalog import DetectorMode
 from lokal.router.intents import (
     CombinedDetector,
-    Encoder,
     FitParams,
     IntentResult,
     IntentSpec,
@@ -22,23 +22,6 @@ from lokal.router.intents import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def default_encoder(home: Path | None = None, settings: Settings | None = None) -> Encoder:
-    """ONNX MiniLM on one thread when onnxruntime is installed (LOKAL_ROUTER_ENCODER=torch opts out), else
-    the process-wide torch embedder. Both give the same vectors, so one set of thresholds serves both."""
-    from lokal.embeddings import get_embedder
-
-    settings = settings or get_settings()
-    if settings.router_encoder != "torch":
-        from lokal.router.onnx_minilm import load_onnx_minilm
-
-        home = home or settings.home
-        try:
-            return load_onnx_minilm(home / "router")
-        except EngineUnavailable as exc:
-            log.info("router encoder: torch (%s)", exc.message)
-    return get_embedder()
 
 
 class IntentEngine:
@@ -56,7 +39,7 @@ class IntentEngine:
         self.spec = spec or load_intent_spec(_user_intents(home))
         self.fit = fit if fit is not None else FitParams.load(home)
         self.rules = RuleDetector(self.spec)
-        self._encoder_factory = encoder_factory or (lambda: default_encoder(home))
+        self._encoder_factory = encoder_factory or (lambda: query_encoder(home))
         self._semantic: SemanticDetector | None = None
         self._combined: CombinedDetector | None = None
         self._unavailable: str | None = None

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lokal.embeddings import Encoder
 from lokal.errors import InvalidRequest
 from lokal.router.catalog import RouterCatalog
 from lokal.router.intents import (
     GENERAL,
     Detector,
-    Encoder,
     FitParams,
     IntentSpec,
     RuleDetector,

@@ -21,15 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from lokal.embeddings import Encoder
+
 if TYPE_CHECKING:
     import numpy as np
 
 GENERAL = "general"
 FIT_FILE = "intents-fit.json"
-
-
-class Encoder(Protocol):
-    def encode(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,21 +1,40 @@
-"""What `lokal serve` makes ready before it listens: the default model, or a labelled synthetic stand-in."""
+"""What `lokal serve` makes ready before it listens: the default model, or a labelled synthetic stand-in.
+
+It says what it did in its return value and through `downloading`; telling the user is the command's job.
+"""
 
 from __future__ import annotations
 
 import threading
-
-from rich.console import Console
-from rich.panel import Panel
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Literal
 
 from lokal.catalog.cache import Cache
 from lokal.catalog.catalog import Catalog
-from lokal.catalog.download import download
-from lokal.catalog.synth import DEMO_ALIAS, ensure_demo
+from lokal.catalog.download import Progress, download
+from lokal.catalog.spec import Variant
+from lokal.catalog.synth import ensure_demo
 from lokal.config import Settings
 from lokal.errors import LokalError, ModelNotFound
 
 DEFAULT_MODEL = "qwen2.5-0.5b"
+
+# Called with the alias and variant before a download starts; what it returns is entered for the download's
+# duration and hears its progress.
+Downloading = Callable[[str, Variant], AbstractContextManager[Progress | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The model `lokal serve` offers first, and how it became ready."""
+
+    alias: str
+    how: Literal["cached", "downloaded", "demo"]
+    variant_id: str = ""  # the real model's variant; empty for the demo
+    reason: str = ""  # demo: why no real model is available
+    wanted: str = ""  # demo: the model that was wanted, for the hint on getting it
 
 
 def close_matches(catalog: Catalog, name: str) -> list[str]:
@@ -52,9 +71,14 @@ def check_requested(settings: Settings, name: str, *, pull: bool) -> None:
 
 
 def prepare_default(
-    settings: Settings, name: str | None, *, pull: bool, console: Console, cancel: threading.Event | None = None
-) -> str:
-    """Return the alias `lokal serve` offers first. With no name asked for it never fails: the fallback is the
+    settings: Settings,
+    name: str | None,
+    *,
+    pull: bool,
+    cancel: threading.Event | None = None,
+    downloading: Downloading | None = None,
+) -> Prepared:
+    """The model `lokal serve` offers first. With no name asked for it never fails: the fallback is the
     synthetic demo model. A name asked for (checked by `check_requested` first) fails when its download does."""
     requested = name is not None
     name = name or DEFAULT_MODEL
@@ -63,46 +87,21 @@ def prepare_default(
     try:
         spec, variant = catalog.resolve_runnable(name)
         if variant.is_upstream or Cache(settings).is_cached(variant):
-            console.print(f"default model: [bold]{spec.alias}[/] ({variant.id}, cached)")
-            return spec.alias
+            return Prepared(spec.alias, "cached", variant.id)
         if pull and not settings.offline:
-            console.print(f"default model {spec.alias} is not cached; downloading {variant.id} ...")
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(spec.alias, total=variant.size_bytes)
-                download(
-                    variant,
-                    settings,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    timeout=15.0,
-                    cancel=cancel,
-                )
-            console.print(f"default model: [bold]{spec.alias}[/] (downloaded)")
-            return spec.alias
+            with (downloading or _quietly)(spec.alias, variant) as progress:
+                download(variant, settings, progress=progress, timeout=15.0, cancel=cancel)
+            return Prepared(spec.alias, "downloaded", variant.id)
         reason = "downloads are off (--no-pull or LOKAL_OFFLINE)"
     except LokalError as exc:
         if requested:
-            console.print(f"[bold red]error:[/] model {name} could not be made ready: {exc.message}")
             raise
         reason = exc.message
     except KeyboardInterrupt:
         reason = "download interrupted"
     demo = ensure_demo(settings)
-    console.print(
-        Panel.fit(
-            f"No real model is available: {reason}\n\n"
-            f"Serving [bold]{DEMO_ALIAS}[/] instead: a SYNTHETIC model with random weights. "
-            "Its text is noise; it exists so the API, playground and tools work offline.\n\n"
-            f"Get a real model:  [bold]lokal model download {name}[/]  (needs the Hugging Face hub)\n"
-            "or bring a GGUF:   [bold]lokal model add PATH --alias NAME[/]",
-            title="lokal: synthetic demo model",
-            border_style="yellow",
-        )
-    )
-    return demo.alias
+    return Prepared(demo.alias, "demo", reason=reason, wanted=name)
+
+
+def _quietly(alias: str, variant: Variant) -> AbstractContextManager[Progress | None]:
+    return nullcontext()

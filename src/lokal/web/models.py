@@ -134,13 +134,13 @@ class WebModels:
                         spec.description, variant)  # fmt: skip
 
     def minilm(self) -> WebModel:
-        from lokal.embeddings import MINILM_ALIAS
+        from lokal.embeddings.minilm import MINILM_ALIAS
 
         return WebModel(MINILM_ALIAS, "embeddings", minilm_folder(self.settings), f"{MINILM_ALIAS}-web",
                         False, "all-MiniLM-L6-v2 (the real weights) for retrieval in the page")  # fmt: skip
 
     def get(self, model_id: str) -> WebModel:
-        from lokal.embeddings import MINILM_ALIAS
+        from lokal.embeddings.minilm import MINILM_ALIAS
 
         if model_id == MINILM_ALIAS:
             return self.minilm()
@@ -167,8 +167,8 @@ class WebModels:
         with self._export_lock:
             if (folder / "onnx" / "model.onnx").is_file():
                 return folder
-            from lokal.embeddings import minilm_path
-            from lokal.router.onnx_minilm import export_minilm
+            from lokal.embeddings.minilm import minilm_path
+            from lokal.embeddings.onnx import export_minilm
 
             source = minilm_path()
             work = folder.with_name(folder.name + ".part")

@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2 on onnxruntime, one thread: the router's per-request encoder.
+"""all-MiniLM-L6-v2 on onnxruntime, one thread: the encoder of single short queries (``query``).
 
 Why not the shared torch embedder: routing encodes one short prompt per request, where torch's thread pool
 costs more than the maths. On the shared 2-core dev box (load average ~5.6) a single-prompt encode took
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from lokal.embeddings.minilm import MINILM_DIM, minilm_path
 from lokal.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def export_minilm(source: Path, dest: Path) -> Path:
 
 
 class OnnxMiniLM:
-    """Same contract as ``lokal.embeddings.Embedder.encode``: unit float32 vectors, one row per text."""
+    """An ``Encoder``: unit float32 vectors, one row per text, as the torch embedder gives."""
 
     name = "onnxruntime"
 
@@ -96,8 +97,9 @@ class OnnxMiniLM:
         self._session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
         self._tok = Tokenizer.from_file(str(tokenizer_file))
         self._tok.enable_truncation(max_length)
+        self._max_length = max_length
         self._lock = threading.Lock()  # the tokenizer's padding state is per instance
-        self.dim = 384
+        self.dim = MINILM_DIM
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
@@ -118,11 +120,19 @@ class OnnxMiniLM:
             out.append(vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None))
         return np.concatenate(out).astype(np.float32)
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        # Counted whole, as the torch embedder counts: encode() truncates to what the model reads.
+        with self._lock:
+            self._tok.no_truncation()
+            self._tok.no_padding()
+            try:
+                return sum(len(e.ids) for e in self._tok.encode_batch(list(texts)))
+            finally:
+                self._tok.enable_truncation(self._max_length)
+
 
 def load_onnx_minilm(cache_dir: Path) -> OnnxMiniLM:
     """The cached ONNX encoder, exporting it first if needed. Raises EngineUnavailable when it cannot."""
-    from lokal.embeddings import minilm_path
-
     source = minilm_path()
     model_file = cache_dir / ONNX_NAME
     if not model_file.is_file():

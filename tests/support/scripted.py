@@ -7,7 +7,8 @@ words, and records what a load test needs checked: arrival times and the most re
     with ScriptedServer(Script(ttft_s=0.05, itl_s=0.01, tokens=20)) as srv:
         run_bench(BenchConfig(models=[ModelEntry(name="m")], endpoint=srv.base_url))
 
-Run standalone (for benchmarks in a separate process): `python -m lokal.bench.scripted_server --port 8011`.
+Run standalone (for benchmarks in a separate process), from the repository root:
+`python -m tests.support.scripted --port 8011`.
 
 It also fails on command, for failover tests: `Script(status=500)`, `Script(status=429, retry_after=2)`,
 `Script(die_after=3)` (the connection closes after 3 tokens, no [DONE]), `Script(stall_after=3)` (it stops
@@ -21,7 +22,6 @@ import argparse
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -47,7 +47,8 @@ class Script:
     memory_bytes: int = 100_000_000  # what /lokal/ps reports for this model
     load_seconds: float = 0.5
     synthetic: bool | None = None  # what its model card (and /lokal/ps) says; None = says nothing, like non-lokal
-    # Failure modes, for failover tests (a refused connection needs no script: a closed port, see free_port()).
+    # Failure modes, for failover tests (a refused connection needs no script: a closed port, see
+    # tests.support.server.free_port).
     retry_after: int | None = None  # Retry-After header on a `status` answer (429, 503)
     die_after: int | None = None  # close the connection after this many tokens, without [DONE]
     stall_after: int | None = None  # stop sending after this many tokens, connection left open
@@ -86,13 +87,6 @@ class _QuietDeaths(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_QuietDeaths())
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then closed): connections to it are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:

