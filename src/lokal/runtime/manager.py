@@ -21,6 +21,14 @@ from lokal.runtime.workers import make_worker
 log = logging.getLogger("lokal.runtime")
 
 
+def not_downloaded(spec: ModelSpec, variant: Variant) -> ModelNotDownloaded:
+    """The error for a model whose files are not here, with the command that gets them."""
+    return ModelNotDownloaded(
+        f"model {spec.alias!r} ({variant.id}) is not downloaded. Run: lokal model download {spec.alias}",
+        param="model",
+    )
+
+
 @dataclass(slots=True)
 class LoadedModel:
     spec: ModelSpec
@@ -95,10 +103,7 @@ class ModelManager:
     async def _load(self, spec: ModelSpec, variant: Variant, ttl: float | None) -> LoadedModel:
         path = self._locate(variant)
         if variant.needs_artifact and path is None:
-            raise ModelNotDownloaded(
-                f"model {spec.alias!r} ({variant.id}) is not downloaded. Run: lokal model download {spec.alias}",
-                param="model",
-            )
+            raise not_downloaded(spec, variant)
         need = self._estimate(variant, path)
         await self._make_room(need)
         engine = self._make_engine(variant)

@@ -28,10 +28,9 @@ from lokal import hardware
 from lokal.catalog.download import Downloaded, fetch, source_url
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
-from lokal.protocol.decode import load_json
+from lokal.protocol.decode import load_json, validation_message
 from lokal.runtime.engines import ENGINES
 from lokal.runtime.services import Services
-from lokal.server.body import validation_message
 from lokal.server.deps import ServicesDep
 from lokal.server.download_pool import DownloadPool
 from lokal.server.routes.admin import check_ttl
