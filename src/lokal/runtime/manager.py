@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,16 @@ from lokal.runtime.worker import Worker
 from lokal.runtime.workers import make_worker
 
 log = logging.getLogger("lokal.runtime")
+MAX_TTL_SECONDS = 365 * 24 * 3600.0
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """Idle seconds before unload: finite (inf and nan would break every reader of /lokal/ps), 0 to a year."""
+    if ttl is not None and not (math.isfinite(ttl) and 0 <= ttl <= MAX_TTL_SECONDS):
+        raise InvalidRequest(
+            f"ttl must be a number of seconds from 0 to {MAX_TTL_SECONDS:.0f} (a year), not {ttl}", param="ttl"
+        )
+    return ttl
 
 
 def not_downloaded(spec: ModelSpec, variant: Variant) -> ModelNotDownloaded:

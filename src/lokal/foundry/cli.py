@@ -2,9 +2,9 @@
 
 Foundry Local's SDK runs `foundry service status` and takes the first `http://HOST:PORT` in its output, and
 runs `foundry service start` then polls status ten times at 0.1 s. So status imports little (typer and
-lokal.service: no fastapi, llama_cpp or torch), and a service that is still starting is waited for rather than
-reported absent. `model` verbs talk to the server over Foundry's REST routes (starting it when needed);
-`cache` verbs work on the files directly.
+lokal.foundry.service: no fastapi, llama_cpp, torch or httpx), and a service that is still starting is waited
+for rather than reported absent. `model` verbs talk to the server over Foundry's REST routes (starting it when
+needed); `cache` verbs work on the files directly.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from lokal import service
 from lokal.cli import _common, ps_rows
 from lokal.config import get_settings
+from lokal.foundry import service
 
 if TYPE_CHECKING:
     import httpx
