@@ -13,7 +13,6 @@ from lokal.catalog.download import fetch
 from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
 from lokal.errors import ChecksumMismatch, DownloadError
-from lokal.server.app import locate_artifact
 from lokal.web.pull import pull_web
 from tests.catalog.fileserver import FileServer
 
@@ -45,7 +44,7 @@ def test_every_file_lands_in_the_folder_and_the_load_path_is_the_folder(hub: Fil
     folder = settings.models_dir / "tiny-int4-onnx-cpu" / "1" / "cpu-int4"
     assert result.path == folder == cache.path_for(variant) and result.verified
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != MANIFEST} == FILES
-    assert cache.is_cached(variant) and locate_artifact(cache, variant) == folder
+    assert cache.is_cached(variant) and cache.locate(variant) == folder
     assert not folder.with_name("cpu-int4.part").exists()
     manifest = json.loads((folder / MANIFEST).read_text())
     assert {f["path"]: f["size"] for f in manifest["files"]} == {k: len(v) for k, v in FILES.items()}
@@ -78,7 +77,7 @@ def test_a_wrong_sha256_fails_that_file_and_leaves_no_cached_folder(hub: FileSer
         fetch(variant, settings)
     cache = Cache(settings)
     folder = cache.path_for(variant)
-    assert not cache.is_cached(variant) and not folder.exists() and locate_artifact(cache, variant) is None
+    assert not cache.is_cached(variant) and not folder.exists() and cache.locate(variant) is None
     staging = folder.with_name(folder.name + ".part")
     assert not (staging / "model.onnx.data").exists() and not (staging / "model.onnx.data.part").exists()
     assert [e.complete for e in cache.entries()] == [False]  # what did arrive is kept for the next run

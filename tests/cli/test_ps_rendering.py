@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lokal.cli.foundry import app as foundry_app
 from lokal.cli.main import app as lokal_app
 from lokal.config import get_settings
+from lokal.foundry.cli import app as foundry_app
 from tests.support.server import LokalServer
 
 runner = CliRunner()

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from lokal import service
 from lokal.config import Settings, get_settings
+from lokal.foundry import service
 from tests.catalog.fileserver import FileServer
 from tests.support.models import tiny_entry, write_catalog
 from tests.support.server import free_port
@@ -85,7 +85,7 @@ def foundry_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if installed.is_file():
         target.symlink_to(installed)
     else:
-        target.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m lokal.cli.foundry "$@"\n')
+        target.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m lokal.foundry.cli "$@"\n')
         target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder
 

@@ -15,9 +15,9 @@ import pytest
 from foundry_local.service import get_service_uri
 from typer.testing import CliRunner
 
-from lokal import service
-from lokal.cli.foundry import app
-from lokal.server.foundry import NOT_DOWNLOADED_PHRASE
+from lokal.foundry import service
+from lokal.foundry.cli import app
+from lokal.foundry.routes import NOT_DOWNLOADED_PHRASE
 from tests.foundry.conftest import DL_CPU_ID, TINY_ID, Files, FoundryHome, foundry_home
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ def foundry(*args: str, input: str | None = None) -> tuple[int, str]:
 def test_status_path_imports_no_server_or_model_runtime(env: FoundryHome) -> None:
     code = textwrap.dedent("""
         import sys
-        from lokal.cli.foundry import main
+        from lokal.foundry.cli import main
         sys.argv = ["foundry", "service", "status"]
         try:
             main()

@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lokal.config import get_settings
+from lokal.foundry.download_pool import DownloadPool
 from lokal.server.app import create_app
-from lokal.server.download_pool import DownloadPool
 from tests.catalog.fileserver import FileServer
 from tests.foundry.conftest import Files, foundry_entries, foundry_home
 from tests.support.models import tiny_entry, write_catalog
@@ -28,7 +28,7 @@ from tests.support.server import LokalServer
 
 STALLED_ID = "stalled-cpu:1"
 DOWNLOADS = 8
-WORKERS = 3  # lokal.server.download_pool.WORKERS
+WORKERS = 3  # lokal.foundry.download_pool.WORKERS
 
 
 def _reader(port: int, seen: list[bytes], first: threading.Event, leave: threading.Event) -> None:

@@ -16,9 +16,9 @@ from foundry_local.models import FoundryListResponseModel, FoundryModelInfo
 from lokal.catalog.cache import Cache
 from lokal.catalog.spec import Variant
 from lokal.config import get_settings
+from lokal.foundry.routes import NOT_DOWNLOADED_PHRASE
 from lokal.runtime import engines
 from lokal.server.app import create_app
-from lokal.server.foundry import NOT_DOWNLOADED_PHRASE
 from tests.foundry.conftest import (
     BAD_SHA_ID,
     BLOB_ID,

@@ -19,7 +19,7 @@ from foundry_local.client import HttpxClient
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from lokal import service
+from lokal.foundry import service
 from tests.foundry.conftest import (
     BAD_SHA_ID,
     BLOB_ID,

@@ -1,4 +1,4 @@
-"""lokal.service against real background servers: start detached, find, find by port, stop, stale files."""
+"""lokal.foundry.service against real background servers: start detached, find, find by port, stop, stale files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from lokal import service
+from lokal.foundry import service
 from tests.foundry.conftest import Files, FoundryHome, foundry_home
 
 

@@ -12,7 +12,7 @@ from lokal.engines.base import ToolCall
 from lokal.errors import InvalidRequest
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.completions import CompletionRequest
-from lokal.server.body import validation_message
+from lokal.protocol.decode import validation_message
 
 MSG = [{"role": "user", "content": "hi"}]
 WEATHER = {"type": "function", "function": {

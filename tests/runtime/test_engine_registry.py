@@ -15,11 +15,11 @@ from lokal.catalog.spec import EngineName, ModelSpec, Variant
 from lokal.config import Settings
 from lokal.engines.base import AsyncEngine, EngineInfo, GenerationEvent, GenerationRequest
 from lokal.engines.remote import RemoteEngine
+from lokal.foundry.routes import MODEL_TYPES
 from lokal.runtime.async_worker import AsyncWorker
 from lokal.runtime.engines import ENGINES, make_engine, traits_of
 from lokal.runtime.worker import ModelWorker
 from lokal.runtime.workers import make_worker
-from lokal.server.foundry import MODEL_TYPES
 
 
 class ThreadEngine:

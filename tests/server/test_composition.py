@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 import lokal
 from lokal.config import Settings
+from lokal.foundry.routes import FoundryApi
 from lokal.protocol.chat import ChatCompletionRequest
 from lokal.protocol.outcome import Outcome
 from lokal.protocol.outputs import ChatChoice, ChatCompletion, ChatMessage, Usage
@@ -37,7 +38,6 @@ from lokal.server.features import (
     default_features,
     optional,
 )
-from lokal.server.foundry import FoundryApi
 from lokal.web.routes import Playground
 from tests.support.echo import asgi_client
 
@@ -221,7 +221,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("package", ["router", "rag", "web", "runtime", "protocol"])
+@pytest.mark.parametrize("package", ["router", "rag", "web", "runtime", "protocol", "foundry"])
 def test_features_and_services_do_not_import_the_server(package: str) -> None:
     root = Path(lokal.__file__).parent / package
     offenders = {}

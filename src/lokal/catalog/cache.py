@@ -91,6 +91,13 @@ class Cache:
         final = self.managed_path(variant)
         return final.with_name(final.name + PART_SUFFIX)
 
+    def locate(self, variant: Variant) -> Path | None:
+        """The variant's artifact once it is complete; None when it is not here (or is an upstream's: none)."""
+        if variant.is_upstream:
+            return None
+        # is_cached, not exists(): a folder download counts only once every file is in (its manifest is last)
+        return self.path_for(variant) if self.is_cached(variant) else None
+
     def is_cached(self, variant: Variant) -> bool:
         path = self.path_for(variant)
         if variant.is_folder and not variant.path:

@@ -28,8 +28,8 @@ from lokal.bench.report import (
 from lokal.bench.result import BenchResult
 from lokal.bench.runner import ProgressEvent, run_bench
 from lokal.bench.verdict import verdict
-from lokal.cli import target
-from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
+from lokal.cli import _common
+from lokal.cli._common import BaseUrlOpt, HostOpt, PortOpt
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False, add_completion=False)
 err = Console(stderr=True)
@@ -227,7 +227,7 @@ def bench(
         )
         config = BenchConfig(
             models=parse_models(model),
-            endpoint=endpoint or target.api(target.root(base_url, host, port)),
+            endpoint=endpoint or _common.api_url(base_url, host, port),
             api_key=api_key or default_api_key(endpoint),
             prompts=load_prompts(prompts),
             rounds=rounds,

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lokal.catalog.cache import Cache
 from lokal.catalog.catalog import Catalog
-from lokal.cli import target
+from lokal.cli import _common
 from lokal.cli.model import human_size, out, readable_errors
 from lokal.config import get_settings
 
@@ -97,9 +97,9 @@ def location() -> None:
 def remove(
     name: Annotated[str, typer.Argument(help="Alias or variant id to delete the files of.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-    base_url: target.BaseUrlOpt = None,
-    host: target.HostOpt = None,
-    port: target.PortOpt = None,
+    base_url: _common.BaseUrlOpt = None,
+    host: _common.HostOpt = None,
+    port: _common.PortOpt = None,
 ) -> None:
     """Delete cached files of a model (every variant of an alias, or one variant id), after asking and showing
     the size. Catalog entries stay; a variant loaded in the running server is unloaded first."""
@@ -114,7 +114,7 @@ def remove(
         if not doomed:
             out().print(f"nothing of {spec.alias} is in the cache at {cache.root}")
             return
-        base = target.root(base_url, host, port)
+        base = _common.root(base_url, host, port)
         ids = {v.id for v, _, _ in doomed}
         loaded = [i for i in removal.loaded_on(base, spec) if i in ids]
         if not yes:

@@ -16,8 +16,8 @@ from lokal.bench.compare_report import rich_tables, to_html, to_json, to_markdow
 from lokal.bench.config import ModelEntry, Price, default_api_key
 from lokal.bench.costs import LocalCost, PriceTable
 from lokal.bench.prompts import load_prompts
-from lokal.cli import target
-from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
+from lokal.cli import _common
+from lokal.cli._common import BaseUrlOpt, HostOpt, PortOpt
 
 err = Console(stderr=True)
 
@@ -120,7 +120,7 @@ def command(
         cfg = CompareConfig(
             small=ModelEntry(name=small, price=_price(small_price)),
             large=ModelEntry(name=large, endpoint=large_endpoint, price=_price(large_price)),
-            endpoint=endpoint or target.api(target.root(base_url, host, port)),
+            endpoint=endpoint or _common.api_url(base_url, host, port),
             api_key=api_key or default_api_key(endpoint),
             prompts=load_prompts(prompts),
             rounds=rounds,

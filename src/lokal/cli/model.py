@@ -25,7 +25,7 @@ from rich.table import Table
 from lokal.catalog.cache import Cache
 from lokal.catalog.catalog import Catalog
 from lokal.catalog.spec import Choice, ModelSpec
-from lokal.cli import target
+from lokal.cli import _common
 from lokal.config import Settings, get_settings
 from lokal.errors import LokalError
 from lokal.hardware import KNOWN_DEVICES, Device
@@ -321,9 +321,9 @@ def add(
 def remove(
     name: Annotated[str, typer.Argument(help="Alias (or variant id).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-    base_url: target.BaseUrlOpt = None,
-    host: target.HostOpt = None,
-    port: target.PortOpt = None,
+    base_url: _common.BaseUrlOpt = None,
+    host: _common.HostOpt = None,
+    port: _common.PortOpt = None,
 ) -> None:
     """Remove a model: its user catalog entry, and the files lokal downloaded or copied for it. Asks first
     (showing the size); unloads it from the running server before anything is deleted."""
@@ -346,7 +346,7 @@ def remove(
                 "(built-in entries stay in the catalog)"
             )
             return
-        base = target.root(base_url, host, port)
+        base = _common.root(base_url, host, port)
         loaded = removal.loaded_on(base, spec)
         if not yes:
             what = []

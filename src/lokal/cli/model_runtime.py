@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lokal.cli import ps_rows, target
+from lokal.cli import _common, ps_rows
+from lokal.cli._common import BaseUrlOpt, HostOpt, PortOpt
 from lokal.cli.model import app, err_out, fail, human_size, out, readable_errors
-from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
 from lokal.config import get_settings
 
 
@@ -148,9 +148,9 @@ def load(
     port: PortOpt = None,
 ) -> None:
     """Load a model into the running server."""
-    base = target.root(base_url, host, port)
-    data = target.call(base, "POST", f"/lokal/models/{quote(name, safe='')}/load", ttl=ttl)
-    synthetic = target.is_synthetic(base, str(data["alias"]))
+    base = _common.root(base_url, host, port)
+    data = _common.call(base, "POST", f"/lokal/models/{quote(name, safe='')}/load", ttl=ttl)
+    synthetic = _common.is_synthetic(base, str(data["alias"]))
     note = " [yellow](SYNTHETIC: random weights, its text is noise)[/]" if synthetic else ""
     out().print(f"loaded [bold]{data['alias']}[/] ({data['id']}) on {base} in {data['load_seconds']:.2f}s{note}")
 
@@ -164,8 +164,8 @@ def unload(
     port: PortOpt = None,
 ) -> None:
     """Unload a model from the running server."""
-    base = target.root(base_url, host, port)
-    data = target.call(base, "POST", f"/lokal/models/{quote(name, safe='')}/unload", force=str(force).lower())
+    base = _common.root(base_url, host, port)
+    data = _common.call(base, "POST", f"/lokal/models/{quote(name, safe='')}/unload", force=str(force).lower())
     out().print(f"unloaded {name} from {base}" if data["unloaded"] else f"{name} was not loaded on {base}")
 
 
@@ -177,8 +177,8 @@ def ps(
     port: PortOpt = None,
 ) -> None:
     """Models loaded in the running server: memory, TTL left, queue."""
-    base = target.root(base_url, host, port)
-    data = target.call(base, "GET", "/lokal/ps")
+    base = _common.root(base_url, host, port)
+    data = _common.call(base, "GET", "/lokal/ps")
     if as_json:
         import json
 

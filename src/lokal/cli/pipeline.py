@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from lokal.cli import target
+from lokal.cli import _common
 from lokal.config import get_settings
 from lokal.errors import LokalError
 
@@ -50,7 +50,7 @@ def command(
     try:
         r = build_router(
             home=h,
-            base_url=target.api(target.root(base_url)),
+            base_url=_common.api_url(base_url),
             catalog_path=catalog,
             trace_path=trace_path,
             cache_path=None if no_cache else h / "router" / "cache.sqlite",

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lokal.cli import _common
 from lokal.errors import InvalidRequest, LokalError
 from lokal.rag.answer import DEFAULT_MAX_CONTEXT_CHARS, DEFAULT_MIN_SCORE, citation_label, make_client
 from lokal.rag.chunk import DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS
@@ -303,7 +304,10 @@ def ask(
                 temperature=temperature,
                 on_token=None if as_json else on_token,
             )
-            return found, found.model is not None and await _synthetic(client, found.model), where
+            synthetic = found.model is not None and await asyncio.to_thread(
+                _common.card_says_synthetic, str(client.base_url), found.model, client.api_key
+            )
+            return found, synthetic, where
         finally:
             await client.close()
 
@@ -325,16 +329,6 @@ def ask(
         listed = list(enumerate(answer.sources, start=1))
     for n, h in listed:
         out.print(f"  {escape(citation_label(n, h))}  ({escape(_shown(h.source))})")
-
-
-async def _synthetic(client: Any, model: str) -> bool:
-    """Whether the endpoint's card for `model` says random weights (lokal's cards do; others say nothing)."""
-    try:
-        card = await client.models.retrieve(model)
-    except Exception:  # any endpoint trouble here only means "cannot say"; the answer is already printed
-        return False
-    facts = (card.model_extra or {}).get("lokal")
-    return isinstance(facts, dict) and facts.get("synthetic") is True
 
 
 @app.command("eval")

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
-
-from lokal.cli import target
+from lokal.cli import _common
 from lokal.rag.gate import Gate, hit_from_dict
 from lokal.rag.index import collection_id, collection_path
 
@@ -40,8 +38,8 @@ def warm_search(
         return None
     if not local.exists():
         return None
-    base = target.root()
-    if not target.is_up(base):
+    base = _common.root()
+    if not _common.is_up(base):
         return None
     body = {
         "collection": collection,
@@ -52,11 +50,7 @@ def warm_search(
         "min_score": min_score,
         "max_context_chars": max_context_chars,
     }
-    try:
-        resp = httpx.post(base + "/v1/rag/search", json=body, headers=target.headers(), timeout=120)
-        data = resp.json() if resp.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
+    data = _common.json_or_none(base, "POST", "/v1/rag/search", json=body, timeout=120)
     # An older server (no gate, no id), another home, or an error: search here, where errors are explained.
     if not isinstance(data, dict) or data.get("collection_id") != collection_id(local):
         return None

@@ -7,11 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
-
 from lokal.catalog.cache import Cache, tree_size
 from lokal.catalog.spec import ModelSpec, Variant
-from lokal.cli import ps_rows, target
+from lokal.cli import _common, ps_rows
 
 
 def deletable(cache: Cache, variants: list[Variant]) -> list[tuple[Variant, Path, int]]:
@@ -31,13 +29,9 @@ def deletable(cache: Cache, variants: list[Variant]) -> list[tuple[Variant, Path
 
 def loaded_on(base: str, spec: ModelSpec) -> list[str]:
     """Variant ids of `spec` the server at `base` has loaded; [] when no server answers there."""
-    if not target.is_up(base):
+    if not _common.is_up(base):
         return []
-    try:
-        resp = httpx.get(base + "/lokal/ps", headers=target.headers(), timeout=5)
-        rows = ps_rows.models(resp.json()) if resp.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
-        return []
+    rows = ps_rows.models(_common.json_or_none(base, "GET", "/lokal/ps"))
     ids = {v.id.lower() for v in spec.variants}
     return [str(m["id"]) for m in rows if str(m.get("id", "")).lower() in ids]
 
@@ -45,4 +39,4 @@ def loaded_on(base: str, spec: ModelSpec) -> list[str]:
 def unload(base: str, variant_ids: list[str]) -> None:
     """Unload each (exit 1 with the server's reason, e.g. requests in flight, before anything is deleted)."""
     for variant_id in variant_ids:
-        target.call(base, "POST", f"/lokal/models/{quote(variant_id, safe='')}/unload", force="false")
+        _common.call(base, "POST", f"/lokal/models/{quote(variant_id, safe='')}/unload", force="false")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from lokal.cli import _common
 from lokal.config import get_settings
 from lokal.errors import LokalError
 from lokal.router.catalog import CatalogError, load_catalog
@@ -48,12 +49,6 @@ def _home(home: Path | None) -> Path:
     return home or get_settings().home
 
 
-def _base_url(base_url: str | None) -> str:
-    from lokal.cli import target
-
-    return target.api(target.root(base_url))
-
-
 def _fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {getattr(exc, 'message', None) or exc}")
     raise typer.Exit(1)
@@ -78,7 +73,7 @@ def ask(
     if prompt == "-":
         prompt = sys.stdin.read()
     try:
-        r = build_router(home=_home(home), base_url=_base_url(base_url), catalog_path=catalog, trace_path=trace)
+        r = build_router(home=_home(home), base_url=_common.api_url(base_url), catalog_path=catalog, trace_path=trace)
     except Exception as exc:
         _fail(exc)
     messages = [{"role": "user", "content": prompt}]
@@ -302,8 +297,8 @@ def catalog_cmd(
             cat = load_catalog(path)
             source = str(path)
         else:
-            cat = models_from_server(_base_url(base_url))
-            source = f"default from {_base_url(base_url)}/models (no {path})"
+            cat = models_from_server(_common.api_url(base_url))
+            source = f"default from {_common.api_url(base_url)}/models (no {path})"
     except CatalogError as exc:
         _fail(exc)
     except Exception as exc:

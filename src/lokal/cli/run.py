@@ -6,19 +6,16 @@ Uses the running server when there is one (so the model stays warm); otherwise l
 from __future__ import annotations
 
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from lokal.cli import target
-from lokal.cli.model import fail, readable_errors
-from lokal.cli.target import BaseUrlOpt, HostOpt, PortOpt
-from lokal.config import get_settings
-from lokal.engines.base import ChatMessage, GenerationRequest
+from lokal.cli import _common
+from lokal.cli._common import BaseUrlOpt, HostOpt, PortOpt
+from lokal.cli.model import readable_errors
+from lokal.client import Client
 
 console = Console(stderr=True, highlight=False)
 
@@ -33,61 +30,6 @@ HELP = '''commands:
   """                                                          start or end a multi-line message
   /bye                                                         leave (also /exit, /quit, Ctrl-D)
   Ctrl-C stops the answer being written and keeps the conversation.'''
-
-
-class _Local:
-    """The model loaded in this process, for when no server is running."""
-
-    def __init__(self, name: str) -> None:
-        from lokal.catalog.cache import Cache
-        from lokal.catalog.catalog import Catalog
-        from lokal.errors import ModelNotDownloaded
-        from lokal.runtime.engines import make_engine
-
-        settings = get_settings()
-        self.spec, variant = Catalog.load(settings).resolve_runnable(name)
-        # An upstream has no file; its async engine runs on a loop of its own behind the sync `generate`.
-        path = Cache(settings).path_for(variant) if variant.needs_artifact else None
-        if path is not None and not path.exists():
-            raise ModelNotDownloaded(f"{self.spec.alias} is not downloaded. Run: lokal model download {name}")
-        self.engine = make_engine(variant, settings, parallel=1)  # one user: no KV cache for spare slots
-        self.engine.load(self.spec, variant, path)
-
-    def stream(self, history: list[dict[str, str]], max_tokens: int | None, temperature: float) -> Iterator[str]:
-        req = GenerationRequest(
-            messages=tuple(ChatMessage(m["role"], m["content"]) for m in history),
-            max_tokens=max_tokens,
-            temperature=temperature,
-        )
-        for ev in self.engine.generate(req, threading.Event()):
-            if ev.text:
-                yield ev.text
-
-
-class _Remote:
-    def __init__(self, name: str, base: str) -> None:
-        from openai import OpenAI
-
-        self.name = name
-        self.client = OpenAI(base_url=target.api(base), api_key=target.api_key() or "lokal", max_retries=0)
-
-    def stream(self, history: list[dict[str, str]], max_tokens: int | None, temperature: float) -> Iterator[str]:
-        from openai import APIError
-
-        try:
-            chunks = self.client.chat.completions.create(
-                model=self.name,
-                messages=cast(Any, history),
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stream=True,
-            )
-            for chunk in chunks:
-                for ch in chunk.choices:
-                    if ch.delta.content:
-                        yield ch.delta.content
-        except APIError as exc:
-            fail(str(exc.message))
 
 
 class Session:
@@ -157,15 +99,17 @@ def command(
     port: PortOpt = None,
 ) -> None:
     """Chat with a model: one-shot with --prompt, interactive otherwise (/help for commands)."""
-    base = target.root(base_url, host, port)
-    with readable_errors():
-        remote = not local and target.is_up(base)
-        with console.status(f"loading {model}…" if not remote else f"connecting to {model} on {base}…"):
-            runner: _Local | _Remote = _Remote(model, base) if remote else _Local(model)
-        synthetic = runner.spec.synthetic if isinstance(runner, _Local) else target.is_synthetic(base, model)
+    base = _common.root(base_url, host, port)
+    remote = not local and _common.is_up(base)
+    with readable_errors(), Client.connect(base) if remote else Client() as client:
+        if remote:
+            synthetic = _common.is_synthetic(base, model)
+        else:
+            with console.status(f"loading {model}…"):
+                synthetic = client.load(model).synthetic
         where = f"on {base}" if remote else "in this process"
         if synthetic:
-            console.print(f"[yellow]{target.SYNTHETIC_WARNING.format(model=model)}[/]")
+            console.print(f"[yellow]{_common.SYNTHETIC_WARNING.format(model=model)}[/]")
         session = Session(system, max_tokens, temperature)
 
         def answer(text: str) -> None:
@@ -175,7 +119,9 @@ def command(
             first: float | None = None
             limit = session.max_tokens or (ONE_SHOT_MAX_TOKENS if prompt is not None else None)
             try:
-                for piece in runner.stream(session.messages(), limit, session.temperature):
+                for piece in client.stream(
+                    model, session.messages(), max_tokens=limit, temperature=session.temperature
+                ):
                     first = first or time.perf_counter()
                     parts.append(piece)
                     sys.stdout.write(piece)

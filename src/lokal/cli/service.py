@@ -1,5 +1,5 @@
 """`lokal service start|stop|restart|status|ps`: the background server, shared with the `foundry` CLI."""
 
-from lokal.cli.foundry import service_app as app
+from lokal.foundry.cli import service_app as app
 
 __all__ = ["app"]

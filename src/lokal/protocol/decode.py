@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
 from lokal.errors import InvalidRequest
 
 
@@ -53,4 +55,13 @@ def _check_str(s: str, where: str) -> None:
         ) from None
 
 
-__all__ = ["load_json"]
+def validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    """A body that decoded but has bad fields: one line naming the first problem, and its field (the param)."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return (f"{loc}: {msg}{extra}" if loc else msg + extra), (loc or None)
+
+
+__all__ = ["load_json", "validation_message"]

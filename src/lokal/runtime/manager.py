@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,24 @@ from lokal.runtime.workers import make_worker
 
 log = logging.getLogger("lokal.runtime")
 Clock = Callable[[], float]  # seconds, monotonic: time.monotonic, or a test's clock that it moves by hand
+MAX_TTL_SECONDS = 365 * 24 * 3600.0
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    """Idle seconds before unload: finite (inf and nan would break every reader of /lokal/ps), 0 to a year."""
+    if ttl is not None and not (math.isfinite(ttl) and 0 <= ttl <= MAX_TTL_SECONDS):
+        raise InvalidRequest(
+            f"ttl must be a number of seconds from 0 to {MAX_TTL_SECONDS:.0f} (a year), not {ttl}", param="ttl"
+        )
+    return ttl
+
+
+def not_downloaded(spec: ModelSpec, variant: Variant) -> ModelNotDownloaded:
+    """The error for a model whose files are not here, with the command that gets them."""
+    return ModelNotDownloaded(
+        f"model {spec.alias!r} ({variant.id}) is not downloaded. Run: lokal model download {spec.alias}",
+        param="model",
+    )
 
 
 @dataclass(slots=True)
@@ -111,10 +130,7 @@ class ModelManager:
     async def _load(self, spec: ModelSpec, variant: Variant, ttl: float | None) -> LoadedModel:
         path = self._locate(variant)
         if variant.needs_artifact and path is None:
-            raise ModelNotDownloaded(
-                f"model {spec.alias!r} ({variant.id}) is not downloaded. Run: lokal model download {spec.alias}",
-                param="model",
-            )
+            raise not_downloaded(spec, variant)
         need = self._estimate(variant, path)
         await self._make_room(need)
         engine = self._make_engine(variant)

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lokal.catalog.cache import Cache
 from lokal.catalog.live import LiveCatalog
-from lokal.catalog.spec import Variant
 from lokal.config import Settings, get_settings
 from lokal.errors import InvalidRequest, LokalError
 from lokal.runtime.engines import make_engine
@@ -27,7 +25,6 @@ from lokal.runtime.manager import Clock, ModelManager
 from lokal.runtime.metrics import Metrics
 from lokal.runtime.services import Feature, Services
 from lokal.server.access_log import AccessLog
-from lokal.server.body import validation_message
 from lokal.server.features import default_features
 from lokal.server.front_door import FrontDoor, error_response
 from lokal.server.serving import Serving
@@ -35,22 +32,11 @@ from lokal.server.serving import Serving
 log = logging.getLogger("lokal.server")
 
 
-def locate_artifact(cache: Cache, variant: Variant) -> Path | None:
-    if variant.is_upstream:
-        return None  # nothing local: the upstream holds the weights
-    # is_cached, not exists(): a folder download counts only once every file is in (its manifest is written last)
-    return cache.path_for(variant) if cache.is_cached(variant) else None
-
-
 def build_services(settings: Settings, *, clock: Clock = time.monotonic) -> Services:
     """`clock` is the manager's (TTL and least-recently-used): a test moves its own instead of waiting."""
     catalog = LiveCatalog(settings)
 
-    cache = Cache(settings)
-
-    def locate(variant: Variant) -> Path | None:
-        return locate_artifact(cache, variant)
-
+    locate = Cache(settings).locate
     # Serving resolves with resolve_runnable: a model whose engine is missing answers engine_unavailable with the
     # install command before anything is downloaded or loaded for it.
     manager = ModelManager(
@@ -145,4 +131,4 @@ async def _start(services: Services, prepare: Prepare | None, cancel: threading.
         services.ready = True
 
 
-__all__ = ["create_app", "build_services", "error_response", "validation_message"]
+__all__ = ["create_app", "build_services", "error_response"]

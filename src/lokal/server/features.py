@@ -76,7 +76,7 @@ def optional(module: str, load: Callable[[], Feature]) -> Feature | None:
 
 
 def _foundry() -> Feature:
-    from lokal.server.foundry import FoundryApi
+    from lokal.foundry.routes import FoundryApi
 
     return FoundryApi()
 
@@ -101,7 +101,7 @@ def _playground() -> Feature:
 
 # Order is route order: the playground mounts /static and serves / , so it comes last.
 OPTIONAL: tuple[tuple[str, Callable[[], Feature]], ...] = (
-    ("lokal.server.foundry", _foundry),  # Foundry Local's REST contract (/foundry, /openai)
+    ("lokal.foundry.routes", _foundry),  # Foundry Local's REST contract (/foundry, /openai)
     ("lokal.rag.server", _rag),  # /v1/rag/* for the playground
     ("lokal.router.server", _routing),  # model="auto" and router presets
     ("lokal.web.routes", _playground),  # the browser playground at /

@@ -10,12 +10,11 @@ import psutil
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from lokal.errors import InvalidRequest
+from lokal.runtime.manager import check_ttl
 from lokal.runtime.services import Services
 from lokal.server.deps import ServicesDep
 
 router = APIRouter()
-MAX_TTL_SECONDS = 365 * 24 * 3600.0
 
 
 @router.get("/health")
@@ -68,15 +67,6 @@ def ps_payload(services: Services) -> dict[str, Any]:
 @router.get("/lokal/ps")
 async def ps(services: ServicesDep) -> dict[str, Any]:
     return ps_payload(services)
-
-
-def check_ttl(ttl: float | None) -> float | None:
-    """Idle seconds before unload: finite (inf and nan would break every reader of /lokal/ps), 0 to a year."""
-    if ttl is not None and not (math.isfinite(ttl) and 0 <= ttl <= MAX_TTL_SECONDS):
-        raise InvalidRequest(
-            f"ttl must be a number of seconds from 0 to {MAX_TTL_SECONDS:.0f} (a year), not {ttl}", param="ttl"
-        )
-    return ttl
 
 
 @router.post("/lokal/models/{name:path}/load")

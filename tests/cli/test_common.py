@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lokal.cli import target
+from lokal.cli import _common
 from lokal.cli.main import app
 from lokal.config import get_settings
 from tests.support.server import LokalServer, free_port
@@ -30,11 +30,11 @@ def elsewhere(lokal_home: Path, monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def test_precedence(elsewhere: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert target.root() == f"http://127.0.0.1:{elsewhere}"
+    assert _common.root() == f"http://127.0.0.1:{elsewhere}"
     monkeypatch.setenv("LOKAL_BASE_URL", "http://10.0.0.2:9000/v1/")
-    assert target.root() == "http://10.0.0.2:9000"
-    assert target.root(port=5391) == "http://127.0.0.1:5391"
-    assert target.root("http://h:1/v1", "x", 2) == "http://h:1"
+    assert _common.root() == "http://10.0.0.2:9000"
+    assert _common.root(port=5391) == "http://127.0.0.1:5391"
+    assert _common.root("http://h:1/v1", "x", 2) == "http://h:1"
 
 
 def test_ps_load_unload_and_run_follow_base_url(lokal_server: LokalServer, elsewhere: int) -> None:

@@ -28,15 +28,13 @@ from lokal import hardware
 from lokal.catalog.download import Downloaded, fetch, source_url
 from lokal.catalog.spec import ModelSpec, Variant
 from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
-from lokal.protocol.decode import load_json
+from lokal.foundry.download_pool import DownloadPool
+from lokal.protocol.decode import load_json, validation_message
 from lokal.runtime.engines import ENGINES
+from lokal.runtime.manager import check_ttl
 from lokal.runtime.services import Services
-from lokal.server.body import validation_message
-from lokal.server.deps import ServicesDep
-from lokal.server.download_pool import DownloadPool
-from lokal.server.routes.admin import check_ttl
 
-log = logging.getLogger("lokal.server.foundry")
+log = logging.getLogger("lokal.foundry")
 
 # The SDK turns exactly this phrase into its "download it first" error (FoundryLocalManager.load_model).
 NOT_DOWNLOADED_PHRASE = "No OpenAIService provider found for modelName"
@@ -304,98 +302,101 @@ async def _download_stream(services: Services, variant: Variant, token: str | No
 
 # -- routes ------------------------------------------------------------------------------------------------
 
-router = APIRouter(tags=["foundry"])
+def create_router(services: Services) -> APIRouter:
+    """The routes, on the app's Services (as the router, RAG and playground features take theirs)."""
+    router = APIRouter(tags=["foundry"])
+
+    @router.get("/foundry/list")
+    async def foundry_list() -> list[dict[str, Any]]:
+        return [list_entry(services, spec, variant) for spec, variant in ordered_variants(services)]
 
 
-@router.get("/foundry/list")
-async def foundry_list(services: ServicesDep) -> list[dict[str, Any]]:
-    return [list_entry(services, spec, variant) for spec, variant in ordered_variants(services)]
+    @router.get("/openai/status")
+    async def openai_status(request: Request) -> dict[str, Any]:
+        endpoints = [str(request.base_url).rstrip("/")]
+        model_dir = str(services.settings.models_dir)
+        # The SDK reads camelCase; Foundry's REST reference spells the same fields in PascalCase.
+        return {
+            "endpoints": endpoints,
+            "modelDirPath": model_dir,
+            "pipeName": PIPE_NAME,
+            "Endpoints": endpoints,
+            "ModelDirPath": model_dir,
+            "PipeName": PIPE_NAME,
+        }
 
 
-@router.get("/openai/status")
-async def openai_status(request: Request, services: ServicesDep) -> dict[str, Any]:
-    endpoints = [str(request.base_url).rstrip("/")]
-    model_dir = str(services.settings.models_dir)
-    # The SDK reads camelCase; Foundry's REST reference spells the same fields in PascalCase.
-    return {
-        "endpoints": endpoints,
-        "modelDirPath": model_dir,
-        "pipeName": PIPE_NAME,
-        "Endpoints": endpoints,
-        "ModelDirPath": model_dir,
-        "PipeName": PIPE_NAME,
-    }
+    @router.get("/openai/models")
+    async def openai_models() -> list[str]:
+        return [variant.id for _, variant in ordered_variants(services) if services.is_cached(variant)]
 
 
-@router.get("/openai/models")
-async def openai_models(services: ServicesDep) -> list[str]:
-    return [variant.id for _, variant in ordered_variants(services) if services.is_cached(variant)]
+    @router.get("/openai/loadedmodels")
+    async def openai_loaded() -> list[str]:
+        return [lm.id for lm in services.manager.loaded()]
 
 
-@router.get("/openai/loadedmodels")
-async def openai_loaded(services: ServicesDep) -> list[str]:
-    return [lm.id for lm in services.manager.loaded()]
+    @router.get("/openai/load/{name}")
+    async def openai_load(
+        name: str, ttl: float | None = None, unload: bool = True, ep: str | None = None
+    ) -> dict[str, Any]:
+        """Load a model. `ttl` > 0 sets its idle lifetime; `unload=false` without ttl keeps it loaded.
+
+        `ep` (execution provider) is accepted and ignored: the catalog variant decides the device.
+        """
+        if ttl is not None and ttl > 0:
+            keep: float | None = check_ttl(ttl)  # inf or absurd: a 400, not a TTL that breaks /lokal/ps
+        elif not unload:
+            keep = _NO_AUTO_UNLOAD_SECONDS
+        else:
+            keep = None
+        try:
+            lm = await services.manager.get(name, ttl=keep)
+        except ModelNotDownloaded as exc:
+            raise ModelNotDownloaded(f"{NOT_DOWNLOADED_PHRASE} {name}: {exc.message}", param="model") from None
+        return {"id": lm.id, "alias": lm.spec.alias, "ttl": lm.ttl, "loadSeconds": lm.engine.info.load_seconds}
 
 
-@router.get("/openai/load/{name}")
-async def openai_load(
-    services: ServicesDep, name: str, ttl: float | None = None, unload: bool = True, ep: str | None = None
-) -> dict[str, Any]:
-    """Load a model. `ttl` > 0 sets its idle lifetime; `unload=false` without ttl keeps it loaded.
-
-    `ep` (execution provider) is accepted and ignored: the catalog variant decides the device.
-    """
-    if ttl is not None and ttl > 0:
-        keep: float | None = check_ttl(ttl)  # inf or absurd: a 400, not a TTL that breaks /lokal/ps
-    elif not unload:
-        keep = _NO_AUTO_UNLOAD_SECONDS
-    else:
-        keep = None
-    try:
-        lm = await services.manager.get(name, ttl=keep)
-    except ModelNotDownloaded as exc:
-        raise ModelNotDownloaded(f"{NOT_DOWNLOADED_PHRASE} {name}: {exc.message}", param="model") from None
-    return {"id": lm.id, "alias": lm.spec.alias, "ttl": lm.ttl, "loadSeconds": lm.engine.info.load_seconds}
+    @router.get("/openai/unload/{name}")
+    async def openai_unload(name: str, force: bool = False) -> dict[str, Any]:
+        return {"unloaded": await services.manager.unload(name, force=force)}
 
 
-@router.get("/openai/unload/{name}")
-async def openai_unload(services: ServicesDep, name: str, force: bool = False) -> dict[str, Any]:
-    return {"unloaded": await services.manager.unload(name, force=force)}
+    @router.get("/openai/unloadall")
+    async def openai_unload_all() -> dict[str, Any]:
+        manager = services.manager
+        ids = [lm.id for lm in manager.loaded()]
+        for model_id in ids:
+            await manager.unload(model_id, force=True)
+        return {"unloaded": ids}
 
 
-@router.get("/openai/unloadall")
-async def openai_unload_all(services: ServicesDep) -> dict[str, Any]:
-    manager = services.manager
-    ids = [lm.id for lm in manager.loaded()]
-    for model_id in ids:
-        await manager.unload(model_id, force=True)
-    return {"unloaded": ids}
+    @router.post("/openai/download")
+    async def openai_download(request: Request) -> Response:
+        """Stream progress lines ("NN.N% file a/b MB"), then {"success": bool, "errorMessage": str|null}.
 
-
-@router.post("/openai/download")
-async def openai_download(request: Request, services: ServicesDep) -> Response:
-    """Stream progress lines ("NN.N% file a/b MB"), then {"success": bool, "errorMessage": str|null}.
-
-    The request's Uri is not trusted: the catalog entry named by model.Name says where the bytes come from.
-    """
-    try:
-        body = DownloadRequest.model_validate(load_json(await request.body()))
-        _, variant = services.catalog.resolve(body.name)
-    except ValidationError as exc:
-        message, _ = validation_message(exc)
-        return JSONResponse({"success": False, "errorMessage": message}, status_code=400)
-    except LokalError as exc:
-        return JSONResponse({"success": False, "errorMessage": exc.message}, status_code=exc.status_code)
-    if services.is_cached(variant):
+        The request's Uri is not trusted: the catalog entry named by model.Name says where the bytes come from.
+        """
+        try:
+            body = DownloadRequest.model_validate(load_json(await request.body()))
+            _, variant = services.catalog.resolve(body.name)
+        except ValidationError as exc:
+            message, _ = validation_message(exc)
+            return JSONResponse({"success": False, "errorMessage": message}, status_code=400)
+        except LokalError as exc:
+            return JSONResponse({"success": False, "errorMessage": exc.message}, status_code=exc.status_code)
+        if services.is_cached(variant):
+            return StreamingResponse(
+                iter([f"100.0% {variant.filename} already in the cache\n", _outcome(True, None)]),
+                media_type="text/plain; charset=utf-8",
+            )
         return StreamingResponse(
-            iter([f"100.0% {variant.filename} already in the cache\n", _outcome(True, None)]),
+            _download_stream(services, variant, body.token),
             media_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return StreamingResponse(
-        _download_stream(services, variant, body.token),
-        media_type="text/plain; charset=utf-8",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+
+    return router
 
 
 class FoundryApi:
@@ -404,7 +405,7 @@ class FoundryApi:
     name = "foundry"
 
     def install(self, app: FastAPI, services: Services) -> None:
-        app.include_router(router)
+        app.include_router(create_router(services))
         pool = services.extras[_POOL_KEY] = DownloadPool()
         # Stop downloads when the app shuts down: wrap its lifespan rather than edit the app factory's.
         inner = app.router.lifespan_context

@@ -2,9 +2,9 @@
 
 Foundry Local's SDK runs `foundry service status` and takes the first `http://HOST:PORT` in its output, and
 runs `foundry service start` then polls status ten times at 0.1 s. So status imports little (typer and
-lokal.service: no fastapi, llama_cpp or torch), and a service that is still starting is waited for rather than
-reported absent. `model` verbs talk to the server over Foundry's REST routes (starting it when needed);
-`cache` verbs work on the files directly.
+lokal.foundry.service: no fastapi, llama_cpp, torch or httpx), and a service that is still starting is waited
+for rather than reported absent. `model` verbs talk to the server over Foundry's REST routes (starting it when
+needed); `cache` verbs work on the files directly.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from lokal import service
-from lokal.cli import ps_rows
+from lokal.cli import _common, ps_rows
 from lokal.config import get_settings
+from lokal.foundry import service
 
 if TYPE_CHECKING:
     import httpx
@@ -72,18 +72,8 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _server_message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text or f"HTTP {resp.status_code}"
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if body.get("errorMessage"):
-            return str(body["errorMessage"])
-    return resp.text
+def _message(resp: httpx.Response) -> str:
+    return _common.server_message(resp) or resp.text or f"HTTP {resp.status_code}"
 
 
 @contextmanager
@@ -100,17 +90,9 @@ def _readable_errors() -> Iterator[None]:
     except service.ServiceError as exc:
         _fail(str(exc))
     except httpx.HTTPStatusError as exc:
-        _fail(_server_message(exc.response))
+        _fail(_message(exc.response))
     except httpx.HTTPError as exc:
         _fail(f"cannot talk to the lokal service: {exc or type(exc).__name__}")
-
-
-def _client(info: service.ServiceInfo, timeout: float | None = 30.0) -> httpx.Client:
-    import httpx
-
-    key = get_settings().api_key
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=info.url, timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
 
 
 def _running() -> service.ServiceInfo:
@@ -120,12 +102,6 @@ def _running() -> service.ServiceInfo:
         return found
     typer.echo("Starting the lokal service ...", err=True)
     return service.start()
-
-
-def _get(client: httpx.Client, path: str, **params: Any) -> Any:
-    resp = client.get(path, params={k: v for k, v in params.items() if v is not None})
-    resp.raise_for_status()
-    return resp.json() if resp.content else None
 
 
 def pick(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -144,17 +120,17 @@ def pick(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def _catalog(client: httpx.Client) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = _get(client, "/foundry/list")
+    entries: list[dict[str, Any]] = _common.get(client, "/foundry/list")
     return entries
 
 
 def _cached_ids(client: httpx.Client) -> set[str]:
-    return set(_get(client, "/openai/models"))
+    return set(_common.get(client, "/openai/models"))
 
 
 def _synthetic_aliases(client: httpx.Client) -> set[str]:
     """Aliases whose model card says random weights (Foundry's list has no such field; lokal's cards do)."""
-    cards = (_get(client, "/v1/models", all="true") or {}).get("data") or []
+    cards = (_common.get(client, "/v1/models", all="true") or {}).get("data") or []
     return {c["id"] for c in cards if isinstance(c, dict) and (c.get("lokal") or {}).get("synthetic") is True}
 
 
@@ -244,9 +220,9 @@ def service_ps() -> None:
     info = service.status(wait=STARTING_WAIT_S)
     if info is None:
         _fail("the model management service is not running; start it with `foundry service start`")
-    with _readable_errors(), _client(info) as client:
+    with _readable_errors(), _common.http_client(info.url) as client:
         try:
-            models = ps_rows.models(_get(client, "/lokal/ps"))
+            models = ps_rows.models(_common.get(client, "/lokal/ps"))
         except ValueError:  # not JSON: some other server, or a broken one
             _fail(f"the service at {info.url} did not answer /lokal/ps with JSON")
     if not models:
@@ -268,7 +244,7 @@ def service_ps() -> None:
 @model_app.command("list")
 def model_list() -> None:
     """Every catalog model, best variant for this machine first within each alias."""
-    with _readable_errors(), _client(_running()) as client:
+    with _readable_errors(), _common.http_client(_running().url) as client:
         entries, cached, synthetic = _catalog(client), _cached_ids(client), _synthetic_aliases(client)
     typer.echo(f"{'Alias':<28} {'Device':<6} {'Task':<16} {'File Size':>10}  {'License':<14} Model ID")
     for e in entries:
@@ -289,7 +265,7 @@ def model_info(
     license: Annotated[bool, typer.Option("--license", help="Only the model's license.")] = False,
 ) -> None:
     """Details of the model the SDK would pick for this alias or id."""
-    with _readable_errors(), _client(_running()) as client:
+    with _readable_errors(), _common.http_client(_running().url) as client:
         entry, cached = pick(_catalog(client), model), _cached_ids(client)
     if license:
         typer.echo(f"License for {entry['name']}: {entry['license']}")
@@ -342,7 +318,7 @@ def _download(client: httpx.Client, entry: dict[str, Any]) -> None:
 @model_app.command("download")
 def model_download(model: Annotated[str, typer.Argument(help="Alias or model id.")]) -> None:
     """Download a model into the cache (resumes an interrupted download)."""
-    with _readable_errors(), _client(_running(), timeout=None) as client:
+    with _readable_errors(), _common.http_client(_running().url, timeout=None) as client:
         entry = pick(_catalog(client), model)
         if entry["name"] in _cached_ids(client):
             typer.echo(f"Model {entry['name']} is already downloaded.")
@@ -358,7 +334,7 @@ def _load(client: httpx.Client, entry: dict[str, Any], ttl: int | None, keep: bo
         params["unload"] = "false"
     resp = client.get(f"/openai/load/{entry['name']}", params=params or None, timeout=None)
     if resp.status_code >= 400:
-        _fail(_server_message(resp))
+        _fail(_message(resp))
 
 
 @model_app.command("load")
@@ -367,7 +343,7 @@ def model_load(
     ttl: Annotated[int | None, typer.Option(help="Unload after this many idle seconds.")] = None,
 ) -> None:
     """Load a downloaded model into the service's memory."""
-    with _readable_errors(), _client(_running()) as client:
+    with _readable_errors(), _common.http_client(_running().url) as client:
         entry = pick(_catalog(client), model)
         _load(client, entry, ttl)
     typer.echo(f"Model {entry['name']} loaded.")
@@ -383,9 +359,9 @@ def model_unload(
     if info is None:
         typer.echo("Service is not running: no model is loaded.")
         return
-    with _readable_errors(), _client(info) as client:
+    with _readable_errors(), _common.http_client(info.url) as client:
         entry = pick(_catalog(client), model)
-        unloaded = _get(client, f"/openai/unload/{entry['name']}", force=str(force).lower())["unloaded"]
+        unloaded = _common.get(client, f"/openai/unload/{entry['name']}", force=str(force).lower())["unloaded"]
     typer.echo(f"Model {entry['name']} unloaded." if unloaded else f"Model {entry['name']} was not loaded.")
 
 
@@ -406,7 +382,7 @@ def _chat(
     with client.stream("POST", "/v1/chat/completions", json=body, timeout=None) as resp:
         if resp.status_code >= 400:
             resp.read()
-            _fail(_server_message(resp))
+            _fail(_message(resp))
         for line in resp.iter_lines():
             data = line.removeprefix("data:").strip()
             if not line.startswith("data:") or data == "[DONE]":
@@ -462,7 +438,7 @@ def model_run(
     """Download (when needed), load and chat: one-shot with --prompt, else interactive until EOF or 'exit'."""
     import time
 
-    with _readable_errors(), _client(_running(), timeout=None) as client:
+    with _readable_errors(), _common.http_client(_running().url, timeout=None) as client:
         entry = pick(_catalog(client), model)
         if verbose:
             typer.echo(f"Model {entry['name']} ({entry['alias']}), service {client.base_url}", err=True)
@@ -476,7 +452,7 @@ def model_run(
             _session(client, entry, prompt, max_tokens, verbose)
         finally:
             if retain is False:
-                _get(client, f"/openai/unload/{entry['name']}", force="true")
+                _common.get(client, f"/openai/unload/{entry['name']}", force="true")
                 if verbose:
                     typer.echo(f"Model {entry['name']} unloaded (--no-retain).", err=True)
 
@@ -585,8 +561,8 @@ def cache_remove(
             typer.confirm(f"Delete {variant.id} ({spec.alias}) from {cache.root}?", abort=True)
         info = service.status()
         if info is not None and info.ready:
-            with _client(info) as client:
-                _get(client, f"/openai/unload/{variant.id}", force="true")
+            with _common.http_client(info.url) as client:
+                _common.get(client, f"/openai/unload/{variant.id}", force="true")
         freed = cache.remove(variant)
     typer.echo(f"Removed {variant.id} ({_mb(freed / 2**20)}).")
 
