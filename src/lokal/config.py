@@ -1,8 +1,9 @@
 """Settings shared by the server, the CLI and the library, read from LOKAL_* environment variables.
 
 Every LOKAL_* knob is a field here; the rest of the package gets them from a Settings it is given (or
-get_settings()), never from os.environ. The one other read of the environment is env_value(): secrets and URLs
-that a catalog or a config file names by variable, read when they are used.
+get_settings()), never from os.environ. The other uses of the environment are here too: env_value() (secrets
+and URLs that a catalog or a config file names by variable, read when they are used), child_env() (what a child
+process is started with) and library_default() (variables third-party libraries read instead of arguments).
 """
 
 from __future__ import annotations
@@ -109,3 +110,15 @@ def env_value(name: str, default: str | None = None) -> str | None:
     server URL. Read at use rather than kept in Settings, so a key is in no settings dump and the name can be
     any variable the user picked."""
     return os.environ.get(name, default)
+
+
+def child_env(**values: str) -> dict[str, str]:
+    """This process's environment plus `values`, for a child process (a detached server, Chainlit, a model
+    builder): it reads its settings from LOKAL_* variables and its libraries' from theirs."""
+    return {**os.environ, **values}
+
+
+def library_default(name: str, value: str) -> str:
+    """Set a third-party library's variable unless the user did (HF_HUB_OFFLINE, CHAINLIT_APP_ROOT): those
+    libraries read only the environment, some of them at import. Returns the value in effect."""
+    return os.environ.setdefault(name, value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from lokal.config import get_settings
+from lokal.config import child_env, get_settings
 from lokal.rag.index import DEFAULT_COLLECTION
 
 
@@ -54,10 +53,7 @@ def command(
     from lokal.rag.chat_setup import prepare_root
 
     prepare_root(root, version("chainlit"))  # lokal's readme and config: uploads on, nothing from the internet
-    env = dict(os.environ)
-    env["CHAINLIT_APP_ROOT"] = str(root)
-    env["LOKAL_CHAT_COLLECTION"] = collection
-    env["LOKAL_CHAT_K"] = str(k)
+    env = child_env(CHAINLIT_APP_ROOT=str(root), LOKAL_CHAT_COLLECTION=collection, LOKAL_CHAT_K=str(k))
     chosen = {
         "MODEL": model,
         "BASE_URL": base_url,

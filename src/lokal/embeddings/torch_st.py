@@ -5,13 +5,13 @@ One process-wide instance: the router, RAG and /v1/embeddings share it instead o
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lokal.config import library_default
 from lokal.embeddings.minilm import INSTALL_HINT, MINILM_DIM, minilm_path
 from lokal.errors import EngineUnavailable
 
@@ -23,8 +23,8 @@ class Embedder:
     """Thread-safe wrapper; sentence-transformers models are not safe to call from two threads at once."""
 
     def __init__(self, path: Path | None = None, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        library_default("HF_HUB_OFFLINE", "1")
+        library_default("TOKENIZERS_PARALLELISM", "false")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from lokal.config import Settings, get_settings
+from lokal.config import Settings, child_env, get_settings
 
 PID_FILE = "service.pid"
 PORT_FILE = "service.port"
@@ -218,13 +217,9 @@ _DETACHED: list[subprocess.Popen[bytes]] = []
 def _spawn(settings: Settings, serve_args: tuple[str, ...]) -> subprocess.Popen[bytes]:
     log = log_path(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "LOKAL_HOME": str(settings.home),
-        "LOKAL_HOST": settings.host,
-        "LOKAL_PORT": str(settings.port),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = child_env(
+        LOKAL_HOME=str(settings.home), LOKAL_HOST=settings.host, LOKAL_PORT=str(settings.port), PYTHONUNBUFFERED="1"
+    )
     cmd = [
         sys.executable, "-m", "lokal", "serve", "--host", settings.host, "--port", str(settings.port),
         "--no-pull", "--log-level", "warning", *serve_args,

@@ -13,14 +13,13 @@ environment variables, which `lokal chat` sets from its options.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lokal.config import get_settings
+from lokal.config import env_value, get_settings, library_default
 from lokal.errors import LokalError
 from lokal.rag.answer import (
     DEFAULT_MIN_SCORE,
@@ -35,10 +34,10 @@ from lokal.rag.index import DEFAULT_COLLECTION, list_collections
 from lokal.rag.retrieve import MODES, Mode, RetrieverCache
 
 # Chainlit writes .chainlit/ and .files/ into its app root on import; keep them out of the user's cwd.
-if "CHAINLIT_APP_ROOT" not in os.environ:
+if env_value("CHAINLIT_APP_ROOT") is None:
     _root = get_settings().home / "chat"
     _root.mkdir(parents=True, exist_ok=True)
-    os.environ["CHAINLIT_APP_ROOT"] = str(_root)
+    library_default("CHAINLIT_APP_ROOT", str(_root))
 
 import chainlit as cl  # noqa: E402  (must follow CHAINLIT_APP_ROOT)
 import chainlit.server  # noqa: E402

@@ -12,7 +12,6 @@ The tokenizer is lokal.onnxgen.tokenizer's byte-level BPE: any token id decodes 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lokal.config import child_env
 from lokal.gguf.synthetic import ModelShape
 from lokal.onnxgen.tokenizer import SPECIALS, tokenizer_config, tokenizer_json
 
@@ -101,7 +101,7 @@ def write_web_model(
         config = write_hf_model(hf, shape, seed)
         note("ONNX graph (onnxruntime-genai builder)")
         built = work / "built"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = child_env(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(built),
                "-p", precision, "-e", "cpu", "-c", str(work / "cache"),
                # A shared int4 embedding is GatherBlockQuantized, which the bundled ORT Web cannot run.
