@@ -90,13 +90,13 @@ def test_no_engine_name_checks_outside_the_registry_and_the_engines() -> None:
 def test_each_engine_says_whether_it_is_installed_and_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lokal import embeddings
+    from lokal.embeddings import minilm
     from lokal.engines import llamacpp, ortgenai
     from lokal.errors import EngineUnavailable
     from lokal.runtime import engines
 
     assert engines.module_present("json") and not engines.module_present("lokal_no_such_module")
-    assert engines.engine_installed("remote") and engines.engine_installed("web")  # nothing to install
+    assert all(engines.engine_installed(e) for e in ("remote", "web", "echo"))  # nothing to install
     assert engines.install_hint("llamacpp").startswith(
         'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install --no-cache-dir "lokal[llamacpp]"'
     )
@@ -105,7 +105,7 @@ def test_each_engine_says_whether_it_is_installed_and_how_to_install_it(
     # The engines' own "not installed" errors quote the registry: each command is written once.
     assert engines.install_hint("llamacpp") == llamacpp.INSTALL_HINT
     assert engines.install_hint("onnx") == ortgenai.INSTALL_HINT
-    assert engines.install_hint("sentence-transformers") == embeddings._INSTALL_HINT
+    assert engines.install_hint("sentence-transformers") == minilm.INSTALL_HINT
 
     monkeypatch.setattr(engines, "module_present", lambda module: module != "llama_cpp")
     assert not engines.engine_installed("llamacpp") and engines.engine_installed("onnx")

@@ -42,12 +42,15 @@ def echo_entry(
     delay_s: float = 0.0,
     memory_bytes: int = 0,
     load_s: float = 0.0,
+    load_error: str = "",
 ) -> dict[str, Any]:
     """A catalog entry served by the echo engine; its knobs go in its file, padded to memory_bytes: the manager
     estimates what a model needs from its file's size, as it would for weights."""
     knob_file = home / "echo" / f"{alias}.json"
     knob_file.parent.mkdir(parents=True, exist_ok=True)
-    knobs = {"delay_s": delay_s, "load_s": load_s, **({"memory_bytes": memory_bytes} if memory_bytes else {})}
+    knobs: dict[str, Any] = {"delay_s": delay_s, "load_s": load_s, "load_error": load_error}
+    if memory_bytes:
+        knobs["memory_bytes"] = memory_bytes
     knob_file.write_text(json.dumps(knobs).ljust(memory_bytes))
     return {
         "alias": alias,

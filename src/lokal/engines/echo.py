@@ -3,9 +3,9 @@ paths tested in process in milliseconds, and a model for wiring a client up with
 
 Like simonw/llm's llm-echo: every answer follows from the request, so a test can say exactly what comes back.
 The variant's file is an optional JSON object of knobs (anything else is ignored, so any file will do):
-  {"delay_s": 0.01, "memory_bytes": 1048576, "load_s": 0.0}
+  {"delay_s": 0.01, "memory_bytes": 1048576, "load_s": 0.0, "load_error": "..."}
 delay_s between tokens (a slow model, for queues and cancellation), memory_bytes what the manager counts against
-its budget, load_s how long load() takes.
+its budget, load_s how long load() takes, load_error a message load() fails with (a model that cannot load).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class EchoEngine:
         self.load_s = float(knobs.get("load_s", self.load_s))
         if self.load_s:
             time.sleep(self.load_s)
+        if knobs.get("load_error"):
+            raise EngineError(str(knobs["load_error"]))
         self.info = EngineInfo(
             memory_bytes=self.memory_bytes,
             load_seconds=self.load_s,
