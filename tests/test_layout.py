@@ -1,10 +1,11 @@
-"""The house rules that keep each room separate, as the greps a reader would run (the server's own imports are
-checked in tests/server/test_composition.py)."""
+"""The house rules that keep each room separate, as the greps a reader would run."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 import lokal
 
@@ -61,3 +62,13 @@ def test_optional_rooms_import_the_server_nowhere_but_their_feature() -> None:
                 if m.split(".")[:2] in (["lokal", "server"], ["lokal", "cli"], ["lokal", "router"], ["lokal", "rag"])
             )
             assert wrong == [], f"{path.relative_to(SRC)} imports {wrong}"
+
+
+@pytest.mark.parametrize("package", ["router", "rag", "web", "runtime", "protocol", "foundry"])
+def test_features_and_services_do_not_import_the_server(package: str) -> None:
+    offenders = {}
+    for path in _sources(package):
+        server = sorted(m for m in _imported(path) if m == "lokal.server" or m.startswith("lokal.server."))
+        if server:
+            offenders[path.relative_to(SRC).as_posix()] = server
+    assert offenders == {}

@@ -6,7 +6,6 @@ In process over httpx.ASGITransport (the app's lifespan run by hand): no engine,
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import logging
 import sys
@@ -18,7 +17,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-import lokal
 from lokal.config import Settings
 from lokal.foundry.routes import FoundryApi
 from lokal.protocol.chat import ChatCompletionRequest
@@ -209,24 +207,3 @@ def test_any_other_import_error_is_a_bug_and_raises() -> None:
 
     with pytest.raises(ModuleNotFoundError):
         optional("lokal.rag.server", broken)
-
-
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-    return found
-
-
-@pytest.mark.parametrize("package", ["router", "rag", "web", "runtime", "protocol", "foundry"])
-def test_features_and_services_do_not_import_the_server(package: str) -> None:
-    root = Path(lokal.__file__).parent / package
-    offenders = {}
-    for path in root.rglob("*.py"):
-        server = sorted(m for m in _imports(path) if m == "lokal.server" or m.startswith("lokal.server."))
-        if server:
-            offenders[str(path.relative_to(root.parent))] = server
-    assert offenders == {}
