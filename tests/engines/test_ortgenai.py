@@ -23,7 +23,7 @@ from lokal.engines.ortgenai import (
     model_folder,
 )
 from lokal.errors import ContextLengthExceeded, EngineError, EngineUnavailable, InvalidRequest
-from tests.engines.onnx_model import CONTEXT, build_tiny_onnx, onnx_entry
+from tests.engines.onnx_model import CONTEXT, onnx_entry
 from tests.support.models import write_catalog
 from tests.support.server import LokalServer
 
@@ -110,13 +110,6 @@ def test_budget_refuses_what_cannot_fit() -> None:
 
 
 # -- on the tiny model ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("onnxruntime_genai")
-    pytest.importorskip("onnx_ir", reason="the model builder needs onnx-ir")
-    return build_tiny_onnx(tmp_path_factory.mktemp("onnx-model"))
-
-
 def _spec(folder: Path, **extra: object) -> tuple[ModelSpec, Variant]:
     spec = ModelSpec.model_validate(onnx_entry("tiny-onnx", folder, **extra))
     return spec, spec.variants[0]

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,20 +17,17 @@ from lokal.catalog.spec import ModelSpec
 from lokal.engines.base import ChatMessage, GenerationEvent, GenerationRequest
 from lokal.engines.ortgenai import OrtGenAIEngine
 from lokal.errors import InvalidRequest
-from tests.engines.onnx_model import build_tiny_onnx, onnx_entry
+from tests.engines.onnx_model import onnx_entry
 
 USER = (ChatMessage("user", "Hello there"),)
 YES_NO = 'root ::= "yes" | "no"'
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrtGenAIEngine]:
-    pytest.importorskip("onnxruntime_genai")
-    pytest.importorskip("onnx_ir", reason="the model builder needs onnx-ir")
-    folder = build_tiny_onnx(tmp_path_factory.mktemp("onnx-sampling"))
-    spec = ModelSpec.model_validate(onnx_entry("tiny-onnx", folder))
+def engine(tiny_onnx: Path) -> Iterator[OrtGenAIEngine]:
+    spec = ModelSpec.model_validate(onnx_entry("tiny-onnx", tiny_onnx))
     e = OrtGenAIEngine()
-    e.load(spec, spec.variants[0], folder)
+    e.load(spec, spec.variants[0], tiny_onnx)
     yield e
     e.unload()
 
