@@ -3,6 +3,7 @@ MiniLM exported to ONNX once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,15 @@ def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str)
     if isinstance(val, str) and "::" in val:
         return val.replace("::", ": :")
     return None
+
+
+@pytest.fixture
+def closing() -> Iterator[contextlib.ExitStack]:
+    """Closes at teardown what the test enters into it. SDK clients (openai, anthropic) sit in reference cycles,
+    so one left open is closed by the garbage collector inside whichever later test it runs in, and its pooled
+    socket's ResourceWarning fails that test (seen under xdist, where the later test is anybody's)."""
+    with contextlib.ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -307,7 +308,7 @@ def test_cuda_provider_generates_like_cpu(tiny_onnx: Path, engine: OrtGenAIEngin
 
 # -- end to end ----------------------------------------------------------------------------------------------
 def test_openai_client_through_lokal_serve(
-    tiny_onnx: Path, engine: OrtGenAIEngine, tmp_path_factory: pytest.TempPathFactory
+    tiny_onnx: Path, engine: OrtGenAIEngine, tmp_path_factory: pytest.TempPathFactory, closing: ExitStack
 ) -> None:
     import httpx
     from openai import BadRequestError, OpenAI
@@ -316,7 +317,7 @@ def test_openai_client_through_lokal_serve(
     home = tmp_path_factory.mktemp("onnx-home")
     write_catalog(home, [onnx_entry("tiny-onnx", tiny_onnx)])
     with LokalServer(home) as server:
-        client = OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=server.base_url, api_key="unused", max_retries=0))
         messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
         r = client.chat.completions.create(
             model="tiny-onnx",

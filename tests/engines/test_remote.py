@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from tests.support.models import write_catalog
 from tests.support.server import LokalServer, free_port, run_app
 
 
-def test_remote_variant_proxies_to_the_upstream(lokal_server: LokalServer, tmp_path: Path) -> None:
+def test_remote_variant_proxies_to_the_upstream(lokal_server: LokalServer, tmp_path: Path, closing: ExitStack) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     write_catalog(
         tmp_path,
@@ -61,10 +61,10 @@ def test_remote_variant_proxies_to_the_upstream(lokal_server: LokalServer, tmp_p
     )
     with LokalServer(tmp_path, args=["--model", "far"]) as front:
         msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
-        direct = OpenAI(base_url=lokal_server.base_url, api_key="x").chat.completions.create(
+        direct = closing.enter_context(OpenAI(base_url=lokal_server.base_url, api_key="x")).chat.completions.create(
             model="tiny", messages=msgs, max_tokens=9, temperature=0
         )
-        client = OpenAI(base_url=front.base_url, api_key="x", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=front.base_url, api_key="x", max_retries=0))
         via = client.chat.completions.create(model="far", messages=msgs, max_tokens=9, temperature=0)
         assert via.choices[0].message.content == direct.choices[0].message.content
         assert via.usage is not None and via.usage.completion_tokens == 9
@@ -300,7 +300,9 @@ def test_an_error_frame_mid_stream_is_an_upstream_error(upstream: Upstream, remo
         _run(remote, GenerationRequest(messages=(ChatMessage("user", "x"),)))
 
 
-def test_tool_calls_from_an_upstream_reach_the_openai_client(upstream: Upstream, tmp_path: Path) -> None:
+def test_tool_calls_from_an_upstream_reach_the_openai_client(
+    upstream: Upstream, tmp_path: Path, closing: ExitStack
+) -> None:
     """Through a real lokal server: the upstream's calls come out whole, and streamed as the same deltas."""
     tools: list[Any] = [
         {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
@@ -311,7 +313,7 @@ def test_tool_calls_from_an_upstream_reach_the_openai_client(upstream: Upstream,
     write_catalog(tmp_path, [{"alias": "far", "variants": [entry]}])
     msgs: list[ChatCompletionMessageParam] = [{"role": "user", "content": "weather and time?"}]
     with LokalServer(tmp_path, args=["--model", "far"]) as front:
-        client = OpenAI(base_url=front.base_url, api_key="x", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=front.base_url, api_key="x", max_retries=0))
         whole = client.chat.completions.create(model="far", messages=msgs, tools=tools, tool_choice="required")
         assert upstream.bodies[-1]["tool_choice"] == "required" and upstream.bodies[-1]["tools"] == tools
         calls = whole.choices[0].message.tool_calls or []
@@ -334,7 +336,7 @@ def test_tool_calls_from_an_upstream_reach_the_openai_client(upstream: Upstream,
 
 
 def test_a_failure_mid_stream_ends_the_clients_stream_with_an_error_frame_and_embeddings_pass(
-    upstream: Upstream, tmp_path: Path
+    upstream: Upstream, tmp_path: Path, closing: ExitStack
 ) -> None:
     """Through a real lokal server: the first chunk went out, then the upstream failed: one OpenAI-shaped error
     frame, no [DONE]. And an embeddings upstream answers through the same engine."""
@@ -355,7 +357,7 @@ def test_a_failure_mid_stream_ends_the_clients_stream_with_an_error_frame_and_em
         frame = json.loads(lines[-1].removeprefix("data: "))
         assert frame["error"]["code"] == "upstream_error" and "the GPU fell over" in frame["error"]["message"]
         assert "data: [DONE]" not in lines
-        client = OpenAI(base_url=front.base_url, api_key="x", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=front.base_url, api_key="x", max_retries=0))
         out = client.embeddings.create(model="far-emb", input=["ab", "abcd"])
         assert [d.embedding for d in out.data] == [[2.0, 0.5], [4.0, 0.5]]
         assert upstream.bodies[-1] == {"model": "vec", "input": ["ab", "abcd"]}

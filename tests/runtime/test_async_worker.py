@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,8 +177,8 @@ class Front:
     fast: ScriptedServer
     slow: ScriptedServer
 
-    def client(self) -> OpenAI:
-        return OpenAI(base_url=self.lokal.base_url, api_key="x", max_retries=0)
+    def client(self, closing: ExitStack) -> OpenAI:
+        return closing.enter_context(OpenAI(base_url=self.lokal.base_url, api_key="x", max_retries=0))
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +212,8 @@ def _stream(client: OpenAI, model: str, max_tokens: int = 50) -> tuple[str, floa
     return text, time.perf_counter() - t0
 
 
-def test_eight_streams_run_at_once_at_the_upstream(front: Front) -> None:
-    client = front.client()
+def test_eight_streams_run_at_once_at_the_upstream(front: Front, closing: ExitStack) -> None:
+    client = front.client(closing)
     _stream(client, "up")  # loaded, connections warm
     front.fast.stats.reset()
     text, one = _stream(client, "up")
@@ -228,8 +229,8 @@ def test_eight_streams_run_at_once_at_the_upstream(front: Front) -> None:
     assert speedup >= 5, (one, eight)
 
 
-def test_max_concurrency_is_what_the_upstream_sees_and_a_full_queue_is_a_503(front: Front) -> None:
-    client = front.client()
+def test_max_concurrency_is_what_the_upstream_sees_and_a_full_queue_is_a_503(front: Front, closing: ExitStack) -> None:
+    client = front.client(closing)
     _stream(client, "narrow", 2)  # loaded
     front.fast.stats.reset()
 
@@ -247,8 +248,8 @@ def test_max_concurrency_is_what_the_upstream_sees_and_a_full_queue_is_a_503(fro
     assert front.fast.stats.max_in_flight == 2 and front.fast.stats.requests == 4
 
 
-def test_a_client_that_leaves_mid_stream_closes_the_upstream_request(front: Front) -> None:
-    client = front.client()
+def test_a_client_that_leaves_mid_stream_closes_the_upstream_request(front: Front, closing: ExitStack) -> None:
+    client = front.client(closing)
     front.slow.stats.reset()
     stream = client.chat.completions.create(model="slow", messages=MSGS, max_tokens=1000, stream=True)
     chunks = iter(stream)

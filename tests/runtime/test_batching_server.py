@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ from tests.support.models import tiny_entry, write_catalog
 from tests.support.server import LokalServer
 
 
-def _client(server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=server.base_url, api_key="lokal", max_retries=0, timeout=60)
+def _client(server: LokalServer, closing: ExitStack) -> OpenAI:
+    return closing.enter_context(OpenAI(base_url=server.base_url, api_key="lokal", max_retries=0, timeout=60))
 
 
 def _model_ps(server: LokalServer, alias: str) -> dict[str, Any]:
@@ -41,8 +42,10 @@ def _ask(client: OpenAI, model: str, i: int, max_tokens: int, stream: bool = Fal
     return "".join(parts)
 
 
-def _same_alone_and_together(server: LokalServer, model: str, n: int) -> tuple[list[str], list[str]]:
-    client = _client(server)
+def _same_alone_and_together(
+    server: LokalServer, model: str, n: int, closing: ExitStack
+) -> tuple[list[str], list[str]]:
+    client = _client(server, closing)
     lengths = [12 + 9 * (i % 4) for i in range(n)]  # mixed lengths: sequences leave the batch at different steps
     alone = [_ask(client, model, i, lengths[i], stream=i % 2 == 0) for i in range(n)]
     with cf.ThreadPoolExecutor(n) as pool:
@@ -50,8 +53,10 @@ def _same_alone_and_together(server: LokalServer, model: str, n: int) -> tuple[l
     return alone, together
 
 
-def test_concurrent_streams_match_the_same_requests_one_at_a_time(lokal_server: LokalServer) -> None:
-    alone, together = _same_alone_and_together(lokal_server, "tiny", 6)
+def test_concurrent_streams_match_the_same_requests_one_at_a_time(
+    lokal_server: LokalServer, closing: ExitStack
+) -> None:
+    alone, together = _same_alone_and_together(lokal_server, "tiny", 6, closing)
     assert all(alone)
     assert together == alone
     ps = _model_ps(lokal_server, "tiny")
@@ -63,15 +68,15 @@ def test_concurrent_streams_match_the_same_requests_one_at_a_time(lokal_server: 
     assert sizes and float(sizes[0].rsplit(" ", 1)[1]) > 0
 
 
-def test_batch_really_forms_under_concurrency(lokal_server: LokalServer) -> None:
-    client = _client(lokal_server)
+def test_batch_really_forms_under_concurrency(lokal_server: LokalServer, closing: ExitStack) -> None:
+    client = _client(lokal_server, closing)
     with cf.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: _ask(client, "tiny", i, 120), range(4)))
     assert _model_ps(lokal_server, "tiny")["batch_size"] > 2  # most of the last 64 steps decoded 3-4 sequences
 
 
-def test_closing_one_stream_mid_batch_frees_its_slot(lokal_server: LokalServer) -> None:
-    client = _client(lokal_server)
+def test_closing_one_stream_mid_batch_frees_its_slot(lokal_server: LokalServer, closing: ExitStack) -> None:
+    client = _client(lokal_server, closing)
     expected = [_ask(client, "tiny", i, 200) for i in range(3)]
     body = {"model": "tiny", "messages": [{"role": "user", "content": "go on forever"}], "max_tokens": 1500,
             "temperature": 0, "stream": True}
@@ -100,8 +105,8 @@ def q8_server(tiny_gguf_q8: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield server
 
 
-def test_quantized_model_goes_through_the_batched_path(q8_server: LokalServer) -> None:
-    alone, together = _same_alone_and_together(q8_server, "tiny-q8", 5)
+def test_quantized_model_goes_through_the_batched_path(q8_server: LokalServer, closing: ExitStack) -> None:
+    alone, together = _same_alone_and_together(q8_server, "tiny-q8", 5, closing)
     assert all(alone)
     assert together == alone
     ps = _model_ps(q8_server, "tiny-q8")

@@ -6,18 +6,16 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import get_args
 
 import pytest
 
 import lokal
-from lokal.catalog.spec import EngineName, ModelSpec, Variant
+from lokal.catalog.spec import ModelSpec, Variant
 from lokal.config import Settings
 from lokal.engines.base import AsyncEngine, EngineInfo, GenerationEvent, GenerationRequest
 from lokal.engines.remote import RemoteEngine
-from lokal.foundry.routes import MODEL_TYPES
 from lokal.runtime.async_worker import AsyncWorker
-from lokal.runtime.engines import ENGINES, make_engine, traits_of
+from lokal.runtime.engines import ENGINES, make_engine, registry, traits_of
 from lokal.runtime.worker import ModelWorker
 from lokal.runtime.workers import make_worker
 
@@ -44,11 +42,14 @@ class ThreadEngine:
 
 
 def test_the_catalogs_engine_names_are_the_registrys() -> None:
-    assert set(get_args(EngineName)) == set(ENGINES)
-    assert MODEL_TYPES == {"llamacpp": "GGUF", "onnx": "ONNX", "sentence-transformers": "SentenceTransformers",
-                           "remote": "Remote", "echo": "Echo", "web": "Web"}  # fmt: skip
+    assert set(ENGINES) <= set(registry())
+    labels = {name: traits_of(name).label for name in ENGINES}  # Foundry's modelType
+    assert labels == {"llamacpp": "GGUF", "onnx": "ONNX", "sentence-transformers": "SentenceTransformers",
+                      "remote": "Remote", "echo": "Echo", "web": "Web"}  # fmt: skip
     with pytest.raises(ValueError, match="unknown engine 'vllm'"):
         traits_of("vllm")
+    with pytest.raises(ValueError, match="unknown engine 'lamacpp'; known: llamacpp, onnx"):
+        Variant(id="x:1", engine="lamacpp")
 
 
 def test_traits_say_what_each_engine_is() -> None:

@@ -4,6 +4,7 @@ server (the tiny GGUF and the MiniLM embedder)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+from contextlib import ExitStack
 
 import httpx
 import openai
@@ -13,8 +14,8 @@ from openai import OpenAI
 from tests.support.server import LokalServer
 
 
-def _client(server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=server.base_url, api_key="lokal", max_retries=0, timeout=30)
+def _client(server: LokalServer, closing: ExitStack) -> OpenAI:
+    return closing.enter_context(OpenAI(base_url=server.base_url, api_key="lokal", max_retries=0, timeout=30))
 
 
 def test_concurrent_embeddings_all_succeed(lokal_server: LokalServer) -> None:
@@ -34,8 +35,8 @@ def test_concurrent_embeddings_all_succeed(lokal_server: LokalServer) -> None:
     assert usage["prompt_tokens"] > 3 * 7  # counted by the model's tokenizer (CLS, SEP), not by whitespace
 
 
-def test_completions_echo_prepends_the_prompt(lokal_server: LokalServer) -> None:
-    client = _client(lokal_server)
+def test_completions_echo_prepends_the_prompt(lokal_server: LokalServer, closing: ExitStack) -> None:
+    client = _client(lokal_server, closing)
     prompt = "Once upon a time"
     r = client.completions.create(model="tiny", prompt=prompt, max_tokens=5, echo=True, temperature=0)
     plain = client.completions.create(model="tiny", prompt=prompt, max_tokens=5, temperature=0)
@@ -46,8 +47,8 @@ def test_completions_echo_prepends_the_prompt(lokal_server: LokalServer) -> None
     assert "".join(chunks) == r.choices[0].text
 
 
-def test_embeddings_dimensions_only_the_native_size(lokal_server: LokalServer) -> None:
-    client = _client(lokal_server)
+def test_embeddings_dimensions_only_the_native_size(lokal_server: LokalServer, closing: ExitStack) -> None:
+    client = _client(lokal_server, closing)
     r = client.embeddings.create(model="all-minilm-l6-v2", input="hello", dimensions=384)
     assert len(r.data[0].embedding) == 384
     with pytest.raises(openai.BadRequestError) as info:

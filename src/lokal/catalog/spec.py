@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lokal.engine_traits import EngineTraits
 from lokal.hardware import Device
 
-# The registry's names (lokal.runtime.engines.ENGINES; a test keeps the two equal): a Literal, so that a typo in
-# a catalog is refused with the list of names.
-EngineName = Literal["llamacpp", "onnx", "remote", "sentence-transformers", "echo", "web"]
+# A name in the engine registry (lokal.runtime.engines: lokal's own and installed plugins'); Variant checks it, so
+# that a typo in a catalog is refused with the list of names.
+EngineName = str
 Balance = Literal["least_outstanding", "latency"]
 Task = Literal["chat-completion", "embeddings"]
 
@@ -95,6 +95,15 @@ class Variant(BaseModel):
     health_check_s: float = Field(default=5.0, ge=0)  # active health-check interval; 0 = off
     eject_after: int = Field(default=3, ge=1)  # consecutive failures before a replica rests
     eject_cooldown_s: float = Field(default=10.0, ge=0)  # how long it rests
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from lokal.runtime.engines import registry  # the registry imports the engine layer, which imports this
+
+        if v not in registry():
+            raise ValueError(f"unknown engine {v!r}; known: {', '.join(registry())}")
+        return v
 
     @field_validator("id")
     @classmethod

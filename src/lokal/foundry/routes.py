@@ -30,7 +30,7 @@ from lokal.catalog.spec import ModelSpec, Variant
 from lokal.errors import DownloadError, LokalError, ModelNotDownloaded
 from lokal.foundry.download_pool import DownloadPool
 from lokal.protocol.decode import load_json, validation_message
-from lokal.runtime.engines import ENGINES
+from lokal.runtime.engines import traits_of
 from lokal.runtime.manager import check_ttl
 from lokal.runtime.services import Services
 
@@ -48,7 +48,6 @@ EXECUTION_PROVIDERS = {
     "npu": "QNNExecutionProvider",
     "webgpu": "WebGpuExecutionProvider",  # Foundry Local's name; lokal's web variants run in the playground
 }
-MODEL_TYPES = {name: entry.traits.label for name, entry in ENGINES.items()}  # Foundry's modelType
 
 # Foundry's promptTemplate uses `{Content}` as the placeholder. lokal formats prompts with the GGUF's own
 # template; these are informational, keyed by the catalog's chat_template family.
@@ -166,7 +165,7 @@ def list_entry(services: Services, spec: ModelSpec, variant: Variant) -> dict[st
     return {
         "name": variant.id,
         "displayName": spec.display_name or spec.alias,
-        "modelType": MODEL_TYPES.get(variant.engine, variant.engine),
+        "modelType": traits_of(variant.engine).label,  # "GGUF", "ONNX", ...
         "providerType": _provider_type(variant),
         "uri": _uri(services, variant),
         "version": str(variant.version),

@@ -2,14 +2,21 @@
 
 Heavy runtimes are imported only when a model needs them: the traits are plain data, read by the catalog
 (which fields a variant may have), the cache (which variants have files) and the runtime (which worker).
+
+Other packages add engines through the `lokal.engines` entry-point group (simonw/llm's plugin model, without
+pluggy: one registry, one lookup): the entry point's name is the catalog's `engine:` name and its object an
+`EngineEntry`. lokal's own names cannot be taken over, and a plugin that fails to import is left out with a
+warning that names it, so one broken package cannot stop lokal from starting. docs/plugins.md has an example.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from lokal.engine_traits import EngineTraits
@@ -19,6 +26,9 @@ if TYPE_CHECKING:
     from lokal.catalog.spec import Task, Variant
     from lokal.config import Settings
 
+log = logging.getLogger("lokal.engines")
+
+PLUGIN_GROUP = "lokal.engines"
 Factory = Callable[["Settings", "int | None"], Engine]  # (settings, parallel override) -> an unloaded engine
 
 
@@ -133,18 +143,42 @@ ENGINES: dict[str, EngineEntry] = {
 }
 
 
-def traits_of(engine: str) -> EngineTraits:
-    entry = ENGINES.get(engine)
+@cache
+def registry() -> Mapping[str, EngineEntry]:
+    """lokal's engines, then every installed plugin's. Read once a process: installing a plugin takes a restart
+    to be seen (tests call `registry.cache_clear()`)."""
+    found = dict(ENGINES)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        where = f"{ep.value} ({ep.dist.name if ep.dist else 'unknown package'})"
+        if ep.name in ENGINES:
+            log.warning("engine plugin %s is ignored: %r is one of lokal's own engines", where, ep.name)
+            continue
+        try:
+            entry = ep.load()
+        except Exception as exc:  # a plugin's own bug: lokal starts without it and says why
+            log.warning("engine plugin %r from %s is left out: %s: %s", ep.name, where, type(exc).__name__, exc)
+            continue
+        if not isinstance(entry, EngineEntry):
+            log.warning("engine plugin %r from %s is left out: it is a %s, not a lokal EngineEntry",
+                        ep.name, where, type(entry).__name__)  # fmt: skip
+            continue
+        found[ep.name] = entry
+    return found
+
+
+def entry_of(engine: str) -> EngineEntry:
+    entry = registry().get(engine)
     if entry is None:
-        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    return entry.traits
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(registry())}")
+    return entry
+
+
+def traits_of(engine: str) -> EngineTraits:
+    return entry_of(engine).traits
 
 
 def requirement_of(engine: str) -> Requirement | None:
-    entry = ENGINES.get(engine)
-    if entry is None:
-        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    return entry.requires
+    return entry_of(engine).requires
 
 
 @cache
@@ -203,9 +237,7 @@ def make_engine(variant: Variant, settings: Settings, *, parallel: int | None = 
     """`parallel` overrides LOKAL_PARALLEL (1 = one request at a time, as `lokal run` in-process wants).
 
     Raises EngineUnavailable, naming the command that installs it, when the variant's engine is missing."""
-    entry = ENGINES.get(variant.engine)
-    if entry is None:
-        raise ValueError(f"unknown engine {variant.engine!r}")
+    entry = entry_of(variant.engine)
     if not engine_installed(variant.engine):
         from lokal.errors import EngineUnavailable
 
