@@ -88,7 +88,8 @@ def test_terminal_table_and_format_detection(result: BenchResult) -> None:
 
 def test_diff_flags_a_slower_run(scripted: Factory) -> None:
     before = scripted(scripts={"m": Script(ttft_s=0.01, itl_s=0.001, tokens=5), "gone": Script(tokens=2)})
-    after = scripted(scripts={"m": Script(ttft_s=0.04, itl_s=0.001, tokens=5)})
+    # 25x slower: one request of `before` held up by a busy neighbour must not bring the medians' intervals together
+    after = scripted(scripts={"m": Script(ttft_s=0.25, itl_s=0.001, tokens=5)})
     a = run_bench(config(before, "m", "gone"))
     b = run_bench(config(after, "m"))
     rows = {r.metric: r for r in diff_results(a, b, threshold_pct=10)}

@@ -17,12 +17,12 @@ from tests.support.scripted import Script
 
 def test_verdict_names_the_model_that_meets_the_slo_and_why(scripted: Factory, tmp_path: Path) -> None:
     srv = scripted(
-        scripts={"fast": Script(ttft_s=0.005, tokens=4), "slow": Script(ttft_s=0.08, tokens=4)}, serve_ps=True
+        scripts={"fast": Script(ttft_s=0.005, tokens=4), "slow": Script(ttft_s=0.3, tokens=4)}, serve_ps=True
     )
-    res = run_bench(config(srv, "fast", "slow", slo=SLO(ttft_s=0.04)))
+    res = run_bench(config(srv, "fast", "slow", slo=SLO(ttft_s=0.15)))  # 145 ms from either model
     v = verdict(res)
     assert v.best is not None and v.best.model.name == "fast"
-    assert "most goodput" in v.rule and "TTFT ≤ 40 ms" in v.rule
+    assert "most goodput" in v.rule and "TTFT ≤ 150 ms" in v.rule
     assert v.headline.startswith("fast meets the SLO") and "n=4" in v.headline and "95 MiB" in v.headline
     assert "slow missed the SLO" in v.headline and "TTFT p95" in v.headline
 
