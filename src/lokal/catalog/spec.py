@@ -99,10 +99,9 @@ class Variant(BaseModel):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
-        from lokal.runtime.engines import registry  # the registry imports the engine layer, which imports this
+        from lokal.runtime.engines import entry_of  # the registry imports the engine layer, which imports this
 
-        if v not in registry():
-            raise ValueError(f"unknown engine {v!r}; known: {', '.join(registry())}")
+        entry_of(v)  # its ValueError names the known engines
         return v
 
     @field_validator("id")
