@@ -3,6 +3,7 @@ Runtime GenAI folder; the catalog lists a variant for each demo model on disk, l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -84,7 +85,9 @@ NO_LLAMA_CPP = "import sys\nsys.modules['llama_cpp'] = None\n"
 
 
 @pytest.mark.slow
-def test_serve_with_nothing_cached_and_no_llama_cpp_streams_the_onnx_demo(tmp_path: Path) -> None:
+def test_serve_with_nothing_cached_and_no_llama_cpp_streams_the_onnx_demo(
+    closing: contextlib.ExitStack, tmp_path: Path
+) -> None:
     from openai import OpenAI
 
     hook = tmp_path / "hook"
@@ -93,7 +96,7 @@ def test_serve_with_nothing_cached_and_no_llama_cpp_streams_the_onnx_demo(tmp_pa
     path = os.pathsep.join(p for p in [str(hook), os.environ.get("PYTHONPATH", "")] if p)
     home = tmp_path / "home"
     with LokalServer(home, env={"PYTHONPATH": path}) as server:
-        client = OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=server.base_url, api_key="unused", max_retries=0))
         [demo] = [m for m in client.models.list().data if m.id == DEMO_ALIAS]
         info = demo.model_extra or {}
         assert info["lokal"]["synthetic"] is True

@@ -4,6 +4,7 @@ What comes back through lokal equals what the server answers direct, streamed an
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import time
@@ -66,9 +67,9 @@ def front(llama_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
 
 
-def test_chat_through_lokal_equals_direct(llama_server: str, front: LokalServer) -> None:
-    direct = OpenAI(base_url=llama_server, api_key="x", max_retries=0)
-    via = OpenAI(base_url=front.base_url, api_key="x", max_retries=0)
+def test_chat_through_lokal_equals_direct(closing: contextlib.ExitStack, llama_server: str, front: LokalServer) -> None:
+    direct = closing.enter_context(OpenAI(base_url=llama_server, api_key="x", max_retries=0))
+    via = closing.enter_context(OpenAI(base_url=front.base_url, api_key="x", max_retries=0))
     want = direct.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
     text = want.choices[0].message.content
     assert text

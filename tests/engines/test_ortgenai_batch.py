@@ -257,10 +257,11 @@ def server(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
 
 
 @pytest.fixture(scope="module")
-def client(server: LokalServer) -> Any:
+def client(server: LokalServer) -> Iterator[Any]:
     from openai import OpenAI
 
-    return OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    with OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]

@@ -4,6 +4,7 @@ model as text."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ USER = [{"role": "user", "content": "Say something."}]
 
 
 @pytest.fixture(scope="module")
-def client(lokal_server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0)
+def client(lokal_server: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,11 @@ import pytest
 from tests.rag.helpers import INGEST_MAX_CHARS, FakeOpenAI, Ingested, fake_openai_app, write_corpus
 from tests.support.server import run_app
 
-# Chainlit writes .chainlit/ and .files/ into its app root when imported: never into the repository.
-os.environ.setdefault("CHAINLIT_APP_ROOT", tempfile.mkdtemp(prefix="lokal-chainlit-"))
+# Chainlit writes .chainlit/ and .files/ into its app root when imported: never into the repository, and not
+# left behind in /tmp after the run either.
+if "CHAINLIT_APP_ROOT" not in os.environ:
+    os.environ["CHAINLIT_APP_ROOT"] = _chainlit_root = tempfile.mkdtemp(prefix="lokal-chainlit-")
+    atexit.register(shutil.rmtree, _chainlit_root, True)
 
 
 @pytest.fixture(scope="session")

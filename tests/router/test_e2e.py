@@ -4,6 +4,7 @@ model="auto" served by lokal itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,10 @@ def test_pipeline_against_lokal_with_the_default_catalog(
     assert all(e["error"] is None for e in events)
 
 
-def test_model_auto_is_routed_by_the_server(server: Any) -> None:
-    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+def test_model_auto_is_routed_by_the_server(closing: contextlib.ExitStack, server: Any) -> None:
+    client = closing.enter_context(
+        openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+    )
     assert "auto" in [m.id for m in client.models.list().data]
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": CODE_TASK}], max_tokens=8, temperature=0
@@ -110,8 +113,10 @@ WEATHER = {
 FORCED = {"type": "function", "function": {"name": "weather"}}
 
 
-def test_model_auto_passes_tools_through_to_a_local_model(server: Any) -> None:
-    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+def test_model_auto_passes_tools_through_to_a_local_model(closing: contextlib.ExitStack, server: Any) -> None:
+    client = closing.enter_context(
+        openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+    )
     for _ in range(2):  # the second identical request must not be a text-only cache hit
         resp = client.chat.completions.create(
             model="auto",

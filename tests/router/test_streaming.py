@@ -63,8 +63,10 @@ def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LokalServer]:
             yield server
 
 
-def _client(server: LokalServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=60)
+@pytest.fixture(scope="module")
+def client(routed: LokalServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=routed.base_url, api_key="unused", max_retries=0, timeout=60) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 def _trace(server: LokalServer, trace_id: str) -> dict[str, Any]:
@@ -80,8 +82,8 @@ def _trace(server: LokalServer, trace_id: str) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def test_model_auto_streams_a_remote_answer_token_by_token(routed: LokalServer) -> None:
-    raw = _client(routed).chat.completions.with_raw_response.create(
+def test_model_auto_streams_a_remote_answer_token_by_token(routed: LokalServer, client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
         model="auto",
         messages=PROMPT,
         max_tokens=TOKENS,
@@ -104,9 +106,9 @@ def test_model_auto_streams_a_remote_answer_token_by_token(routed: LokalServer) 
     assert ev["completion_tokens"] == TOKENS and ev["kind"] == "route"
 
 
-def test_usage_is_passed_on_when_the_client_asks(routed: LokalServer) -> None:
+def test_usage_is_passed_on_when_the_client_asks(routed: LokalServer, client: openai.OpenAI) -> None:
     chunks = list(
-        _client(routed).chat.completions.create(
+        client.chat.completions.create(
             model="auto",
             messages=PROMPT,
             max_tokens=TOKENS,
@@ -117,8 +119,10 @@ def test_usage_is_passed_on_when_the_client_asks(routed: LokalServer) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == TOKENS
 
 
-def test_a_refused_connection_and_a_500_fall_back_before_the_first_token(routed: LokalServer) -> None:
-    raw = _client(routed).chat.completions.with_raw_response.create(
+def test_a_refused_connection_and_a_500_fall_back_before_the_first_token(
+    routed: LokalServer, client: openai.OpenAI
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
         model="auto-failing", messages=PROMPT, max_tokens=TOKENS, stream=True
     )
     text = "".join(c.choices[0].delta.content or "" for c in cast(Chunks, raw.parse()) if c.choices)
@@ -131,8 +135,10 @@ def test_a_refused_connection_and_a_500_fall_back_before_the_first_token(routed:
     assert "connection failed" in failed[0][1] and "HTTP 500" in failed[2][1]
 
 
-def test_a_failure_mid_stream_ends_with_an_error_frame_and_is_traced(routed: LokalServer) -> None:
-    raw = _client(routed).chat.completions.with_raw_response.create(
+def test_a_failure_mid_stream_ends_with_an_error_frame_and_is_traced(
+    routed: LokalServer, client: openai.OpenAI
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
         model="auto-cut", messages=PROMPT, max_tokens=TOKENS, stream=True
     )
     got: list[str] = []
@@ -146,8 +152,8 @@ def test_a_failure_mid_stream_ends_with_an_error_frame_and_is_traced(routed: Lok
     assert ev["model"] == "cut" and "mid-stream" in ev["error"]
 
 
-def test_the_responses_api_reads_a_routed_stream(routed: LokalServer) -> None:
-    client = _client(routed)
+def test_the_responses_api_reads_a_routed_stream(routed: LokalServer, client: openai.OpenAI) -> None:
+    client = client
     whole = client.responses.create(model="auto", input="Tell me a story", max_output_tokens=TOKENS)
     assert whole.output_text == "".join(f"w{i} " for i in range(TOKENS))
     events = list(client.responses.create(model="auto", input="Tell me a story", max_output_tokens=TOKENS, stream=True))

@@ -125,8 +125,10 @@ def _wait_busy(server: LokalServer, active: int, slots_busy: int = 1, limit: flo
     raise AssertionError(f"expected {active} requests in flight: {_model(server)}")
 
 
-def _client(server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=server.base_url, api_key="lokal", max_retries=0, timeout=30)
+@pytest.fixture
+def client(srv: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=srv.base_url, api_key="lokal", max_retries=0, timeout=30) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 # -- abandoned work stops ----------------------------------------------------------------------------------------
@@ -174,8 +176,7 @@ def test_queued_requests_whose_clients_left_never_run(srv: LokalServer, mode: st
 
 
 # -- forced unload -----------------------------------------------------------------------------------------------
-def test_forced_unload_fails_requests_in_flight_with_an_openai_error(srv: LokalServer) -> None:
-    client = _client(srv)
+def test_forced_unload_fails_requests_in_flight_with_an_openai_error(srv: LokalServer, client: OpenAI) -> None:
     with httpx.stream("POST", srv.base_url + "/chat/completions", json=_body("stream on", 3000, True),
                       timeout=30) as running, cf.ThreadPoolExecutor(3) as pool:
         lines = running.iter_lines()
@@ -214,8 +215,8 @@ def test_forced_unload_fails_requests_in_flight_with_an_openai_error(srv: LokalS
     assert _chat(srv, "again", max_tokens=2, timeout=30).status_code == 200  # loads again on the next request
 
 
-def test_sdk_stream_raises_the_error_frame(srv: LokalServer) -> None:
-    stream = _client(srv).chat.completions.create(
+def test_sdk_stream_raises_the_error_frame(srv: LokalServer, client: OpenAI) -> None:
+    stream = client.chat.completions.create(
         model="slow", messages=[{"role": "user", "content": "sdk stream"}], max_tokens=3000, stream=True
     )
     chunks = iter(stream)

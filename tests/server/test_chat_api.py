@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import threading
 import time
@@ -24,8 +25,9 @@ USER = [{"role": "user", "content": "Say something."}]
 
 
 @pytest.fixture(scope="module")
-def client(lokal_server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0)
+def client(lokal_server: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 def _prompt_tokens(gguf: Path, text: str) -> int:
@@ -313,13 +315,16 @@ def _raw_stream(url: str, said: str) -> tuple[int, list[str]]:
         return r.status_code, [line for line in r.iter_lines() if line]
 
 
-def test_a_slow_first_token_gets_keep_alive_comments(scripted: str, quick_keepalive: None) -> None:
+def test_a_slow_first_token_gets_keep_alive_comments(
+    closing: contextlib.ExitStack, scripted: str, quick_keepalive: None
+) -> None:
     status, lines = _raw_stream(scripted, "slow please")
     assert status == 200
     first = next(i for i, line in enumerate(lines) if line.startswith("data:"))
     assert first >= 2 and set(lines[:first]) == {": keep-alive"}
     assert ": keep-alive" not in lines[first:] and lines[-1] == "data: [DONE]"
-    stream = OpenAI(base_url=scripted + "/v1", api_key="x", max_retries=0).chat.completions.create(
+    client = closing.enter_context(OpenAI(base_url=scripted + "/v1", api_key="x", max_retries=0))
+    stream = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "slow again"}], max_tokens=8, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)  # the SDK skips comments
 
@@ -329,13 +334,15 @@ def test_an_early_engine_error_is_an_http_error(scripted: str, quick_keepalive: 
     assert status == 500 and json.loads(lines[0])["error"]["code"] == "engine_error"
 
 
-def test_an_engine_error_after_the_stream_started_is_an_error_frame(scripted: str, quick_keepalive: None) -> None:
+def test_an_engine_error_after_the_stream_started_is_an_error_frame(
+    closing: contextlib.ExitStack, scripted: str, quick_keepalive: None
+) -> None:
     for said in ("slow then fail-now", "fail-later"):
         status, lines = _raw_stream(scripted, said)
         assert status == 200 and "data: [DONE]" not in lines
         error = json.loads(lines[-1][len("data: "):])["error"]
         assert error["code"] == "engine_error" and "the engine failed" in error["message"]
-    client = OpenAI(base_url=scripted + "/v1", api_key="x", max_retries=0)
+    client = closing.enter_context(OpenAI(base_url=scripted + "/v1", api_key="x", max_retries=0))
     with pytest.raises(openai.APIError, match="mid-answer"):
         for _ in client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "fail-later"}],
                                                 max_tokens=8, stream=True):

@@ -3,6 +3,7 @@ and a chat with a model that only has GGUF builds answers engine_unavailable wit
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def test_models_say_which_engine_and_why(base_url: str) -> None:
     assert listed[0] == "both-int4-onnx-cpu:1"
 
 
-def test_chat_with_a_gguf_only_model_names_the_install_command(base_url: str) -> None:
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0)
+def test_chat_with_a_gguf_only_model_names_the_install_command(closing: contextlib.ExitStack, base_url: str) -> None:
+    client = closing.enter_context(openai.OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0))
     with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(model="gguf-only", messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == 501

@@ -5,6 +5,7 @@ Each refusal is checked both ways: the attack is refused, and the legitimate req
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -149,20 +150,20 @@ def test_open_paths_need_no_key(server: LokalServer) -> None:
     assert httpx.get(server.url + "/metrics", headers=_auth()).status_code == 200
 
 
-def test_official_client_with_and_without_key(server: LokalServer) -> None:
-    good = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
+def test_official_client_with_and_without_key(closing: contextlib.ExitStack, server: LokalServer) -> None:
+    good = closing.enter_context(openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0))
     assert good.chat.completions.create(**CHAT).choices[0].finish_reason in {"stop", "length"}
-    bad = openai.OpenAI(base_url=server.base_url, api_key="nope", max_retries=0)
+    bad = closing.enter_context(openai.OpenAI(base_url=server.base_url, api_key="nope", max_retries=0))
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
 
 
-def test_anthropic_client_sends_its_key_as_x_api_key(server: LokalServer) -> None:
+def test_anthropic_client_sends_its_key_as_x_api_key(closing: contextlib.ExitStack, server: LokalServer) -> None:
     messages: list[MessageParam] = [{"role": "user", "content": "hi"}]
-    good = anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0)
+    good = closing.enter_context(anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0))
     assert good.messages.create(model="door", max_tokens=2, messages=messages).stop_reason in {"end_turn", "max_tokens"}
     assert good.messages.count_tokens(model="door", messages=messages).input_tokens > 0
-    bad = anthropic.Anthropic(base_url=server.url, api_key="nope", max_retries=0)
+    bad = closing.enter_context(anthropic.Anthropic(base_url=server.url, api_key="nope", max_retries=0))
     with pytest.raises(anthropic.AuthenticationError) as info:
         bad.messages.create(model="door", max_tokens=2, messages=messages)
     assert info.value.body == {"type": "error", "error": {"type": "authentication_error",

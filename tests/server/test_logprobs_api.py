@@ -4,6 +4,7 @@ and completions, streamed and whole, with top_logprobs alternatives; the tokens 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +17,9 @@ N = 8
 
 
 @pytest.fixture(scope="module")
-def client(lokal_server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0)
+def client(lokal_server: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 def _check_entry(entry: Any, top: int, greedy: bool) -> None:

@@ -7,6 +7,7 @@ agreement between the forms of one answer (streamed and whole, counted and gener
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -43,8 +44,9 @@ GREEDY: dict[str, Any] = {"extra_body": {"temperature": 0.0}}
 
 
 @pytest.fixture(scope="module")
-def client(lokal_server: LokalServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=lokal_server.url, api_key="unused", max_retries=0)
+def client(lokal_server: LokalServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=lokal_server.url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 def _text(message: Message) -> str:

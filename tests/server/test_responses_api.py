@@ -9,6 +9,7 @@ from grammars, so their arguments and text validate against their schemas even o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -57,8 +58,9 @@ SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 
 
 @pytest.fixture(scope="module")
-def client(lokal_server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0)
+def client(lokal_server: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 def _chat(client: OpenAI, messages: list[dict[str, Any]], max_tokens: int) -> Any:
@@ -534,6 +536,7 @@ class _FailsLater(LlamaCppEngine):
 
 
 def test_a_failure_mid_stream_ends_it_with_response_failed(
+    closing: contextlib.ExitStack,
     tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from tests.server.inprocess import serve
@@ -541,7 +544,7 @@ def test_a_failure_mid_stream_ends_it_with_response_failed(
 
     home = tmp_path_factory.mktemp("failing")
     with serve(home, [tiny_entry("tiny", tiny_gguf, ["general"])], lambda _: _FailsLater(n_threads=1)) as url:
-        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=url + "/v1", api_key="x", max_retries=0))
         events = list(client.responses.create(model="tiny", input="fail-later", max_output_tokens=12, stream=True))
         assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
         assert events[-1].type == "response.failed"

@@ -5,6 +5,7 @@ a schema feature the grammar cannot express is a 400 that names it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
@@ -36,8 +37,9 @@ FORMAT: Any = {"type": "json_schema", "json_schema": {"name": "pet", "schema": P
 
 
 @pytest.fixture(scope="module")
-def client(lokal_server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0)
+def client(lokal_server: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=lokal_server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 @pytest.mark.parametrize(("temperature", "seed"), [(0.0, None), (1.0, 1), (1.0, 2)])

@@ -10,6 +10,7 @@ own calls (a remote engine) is stood in for in-process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -85,8 +86,9 @@ def server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def client(server: LokalServer) -> OpenAI:
-    return OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+def client(server: LokalServer) -> Iterator[OpenAI]:
+    with OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as c:
+        yield c  # closed here, not by the garbage collector inside a later test
 
 
 def _check_call(name: str, arguments: str) -> dict[str, Any]:
@@ -267,12 +269,14 @@ class Upstream:
         pass
 
 
-def test_an_upstreams_own_tool_calls_pass_through(tmp_path: Path, tiny_gguf: Path) -> None:
+def test_an_upstreams_own_tool_calls_pass_through(
+    closing: contextlib.ExitStack, tmp_path: Path, tiny_gguf: Path
+) -> None:
     from tests.server.inprocess import serve
 
     engine = Upstream()
     with serve(tmp_path / "home", [tiny_entry("up", tiny_gguf, ["general"])], lambda _: engine) as url:
-        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=url + "/v1", api_key="x", max_retries=0))
         kw: dict[str, Any] = {"model": "up", "messages": ASK, "tools": TOOLS, "tool_choice": "required"}
         r = client.chat.completions.create(**kw)
         message = r.choices[0].message
@@ -307,13 +311,13 @@ class Writer(Upstream):
         yield GenerationEvent(finish_reason="stop", usage=Usage(5, len(pieces)))
 
 
-def test_calls_are_read_out_of_the_models_text(tmp_path: Path, tiny_gguf: Path) -> None:
+def test_calls_are_read_out_of_the_models_text(closing: contextlib.ExitStack, tmp_path: Path, tiny_gguf: Path) -> None:
     from tests.server.inprocess import serve
 
     engine = Writer()
     entry = tiny_entry("writer", tiny_gguf, ["general"], chat_template="chatml")
     with serve(tmp_path / "home", [entry], lambda _: engine) as url:
-        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        client = closing.enter_context(OpenAI(base_url=url + "/v1", api_key="x", max_retries=0))
         kw: dict[str, Any] = {"model": "writer", "messages": ASK, "tools": TOOLS, "logprobs": True}
         r = client.chat.completions.create(**kw)
         choice = r.choices[0]
