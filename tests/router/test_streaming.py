@@ -106,7 +106,7 @@ def test_model_auto_streams_a_remote_answer_token_by_token(routed: LokalServer, 
     assert ev["completion_tokens"] == TOKENS and ev["kind"] == "route"
 
 
-def test_usage_is_passed_on_when_the_client_asks(routed: LokalServer, client: openai.OpenAI) -> None:
+def test_usage_is_passed_on_when_the_client_asks(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
             model="auto",
@@ -152,7 +152,7 @@ def test_a_failure_mid_stream_ends_with_an_error_frame_and_is_traced(
     assert ev["model"] == "cut" and "mid-stream" in ev["error"]
 
 
-def test_the_responses_api_reads_a_routed_stream(routed: LokalServer, client: openai.OpenAI) -> None:
+def test_the_responses_api_reads_a_routed_stream(client: openai.OpenAI) -> None:
     client = client
     whole = client.responses.create(model="auto", input="Tell me a story", max_output_tokens=TOKENS)
     assert whole.output_text == "".join(f"w{i} " for i in range(TOKENS))
