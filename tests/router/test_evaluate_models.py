@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,32 @@ def test_shipped_workshop_catalog_and_held_out_v2_measure_something() -> None:
     seen |= {r.prompt for r in read_labeled(shipped_data_path("labeled-heldout.jsonl"))}
     seen |= {e for v in spec.examples.values() for e in v}
     assert not seen & {r.prompt for r in held}
+
+
+def test_v3_training_and_validation_sets_are_balanced_and_share_no_prompt_with_any_other_set() -> None:
+    spec = load_intent_spec()
+    sets = {
+        name: read_labeled(shipped_data_path(name))
+        for name in (
+            "labeled-fit.jsonl",
+            "labeled-heldout.jsonl",
+            "labeled-heldout-v2.jsonl",
+            "labeled-train-v3.jsonl",
+            "labeled-validation-v3.jsonl",
+        )
+    }
+    # Written 40 per intent by two writers who saw neither each other's file nor the router; the 8 validation
+    # prompts both wrote word for word (the bat and the ball...) were dropped from validation.
+    for name, least in (("labeled-train-v3.jsonl", 40), ("labeled-validation-v3.jsonl", 36)):
+        counts = Counter(r.intent for r in sets[name])
+        assert set(counts) == set(spec.intents) and min(counts.values()) >= least, (name, counts)
+    examples = {e for v in spec.examples.values() for e in v}
+    for name in ("labeled-train-v3.jsonl", "labeled-validation-v3.jsonl"):
+        mine = {r.prompt for r in sets[name]}
+        assert len(mine) == len(sets[name]) and not mine & examples
+        for other, rows in sets.items():
+            if other != name:
+                assert not mine & {r.prompt for r in rows}, (name, other)
 
 
 def test_model_accuracy_on_held_out_v2_with_the_workshop_catalog(intent_engine: IntentEngine) -> None:
