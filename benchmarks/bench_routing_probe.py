@@ -2,14 +2,16 @@
 
 Trains a logistic regression on MiniLM embeddings + rule hits (+ character n-grams, which carry the non-English
 cues MiniLM-L6 cannot read) over the training data, and prints label and model accuracy (the workshop catalog's
-four model groups) on both validation sets beside the shipped combined detector. Test sets are not read.
+four model groups) on both validation sets beside the shipped combined detector. Test sets are read only
+with --test (measure a final candidate once, and record every such measurement in docs/router.md).
 
-    python benchmarks/bench_routing_probe.py        # needs scikit-learn (installed with sentence-transformers)
+    python benchmarks/bench_routing_probe.py [--test]   # needs scikit-learn (installed with sentence-transformers)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from lokal.router.intents import CombinedDetector, FitParams, RuleDetector, Sema
 DATA = Path(__file__).resolve().parents[1] / "src" / "lokal" / "router" / "data"
 TRAIN = ["labeled-fit.jsonl", "labeled-train-v3.jsonl"]
 VALIDATION = ["labeled-heldout.jsonl", "labeled-validation-v3.jsonl"]
+TEST = ["labeled-heldout-v2.jsonl", "labeled-heldout-v3.jsonl"]
 # The workshop catalog (data/workshop-router.yaml) serves these groups with one model each.
 GROUP = {"code": 0, "refactor": 0, "general": 1, "summarize": 1, "classification": 1, "translation": 2, "reasoning": 3}
 
@@ -63,7 +66,7 @@ def main() -> None:
         shipped = CombinedDetector(rules, SemanticDetector(spec, encoder, FitParams.load(None)))
         print(f"trained on {len(train)} prompts; label / model accuracy")
         print(f"{'set':32} {'shipped combined':>18} {'linear head':>14}")
-        for name in VALIDATION:
+        for name in VALIDATION + (TEST if "--test" in sys.argv[1:] else []):
             data = rows(name)
             gold = [i for _, i in data]
             mine = [shipped.detect(p).intent for p, _ in data]
